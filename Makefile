@@ -1,0 +1,32 @@
+# fedsyn developer entry points. `make test` and `make demo` install on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: install test test-all demo bench clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned to the release this project is developed and benchmarked with
+# (its wheels sit in the local wheel cache of our machines); pyproject.toml itself accepts any torch >= 2.2.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-all: $(STAMP)
+	$(BIN)/pytest -m ""
+
+demo: $(STAMP)
+	$(BIN)/fedsyn quickstart --out results/quickstart
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

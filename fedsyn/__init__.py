@@ -1,0 +1,1 @@
+"""fedsyn: a federated-learning privacy testbed for synaptic diversity against gradient inversion."""

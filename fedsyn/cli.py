@@ -1,0 +1,122 @@
+"""The ``fedsyn`` command line: sweep, federate, attack, report, quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from fedsyn.sweep.grid import expand
+    from fedsyn.sweep.runner import run_sweep
+    from fedsyn.sweep.schema import load_config
+
+    config = load_config(args.config)
+    if args.dry_run:
+        cells = expand(config)
+        for index, cell in enumerate(cells):
+            print(f"{index:4d}  {cell.describe()}")
+        print(f"{len(cells)} cells")
+        return 0
+    run_sweep(config, Path(args.out), workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)
+    return 0
+
+
+def _federate(args: argparse.Namespace) -> int:
+    from fedsyn.federation.simulation import federate
+    from fedsyn.sweep.grid import expand
+    from fedsyn.sweep.schema import load_config
+
+    cells = expand(load_config(args.config))
+    if args.cell is None and len(cells) != 1:
+        raise SystemExit(f"{args.config} expands to {len(cells)} cells; pick one with --cell 0..{len(cells) - 1}")
+    index = args.cell or 0
+    if not 0 <= index < len(cells):
+        raise SystemExit(f"--cell {index} is out of range 0..{len(cells) - 1}")
+    capture = federate(cells[index], Path(args.out))
+    print(f"capture written to {capture}")
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from fedsyn.federation.evaluator import attack_capture
+    from fedsyn.sweep.schema import load_config
+
+    attack = load_config(args.config).attack if args.config else None
+    rows = attack_capture(Path(args.capture), attack=attack, out=Path(args.out) if args.out else None)
+    print(f"{len(rows)} updates attacked")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedsyn.report import build_report
+
+    path = build_report(Path(args.results), metric=args.metric)
+    print(f"report written to {path}")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from fedsyn.sweep.quickstart import quickstart
+
+    quickstart(Path(args.out), dataset=args.dataset, data_root=args.data_root, workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsyn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sweep", help="run (or resume) every cell of a YAML experiment")
+    p.add_argument("config")
+    p.add_argument("--out", default="results/sweep", help="results directory (resumed if it exists)")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine")
+    p.add_argument("--ray-address", default=None, help="send cells to an existing Ray cluster")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded cells and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("federate", help="run one cell's federation on Flower's simulation engine")
+    p.add_argument("config")
+    p.add_argument("--out", default="results/federation")
+    p.add_argument("--cell", type=int, default=None, help="index of the cell (see sweep --dry-run)")
+    p.set_defaults(func=_federate)
+
+    p = sub.add_parser("attack", help="attack and score every update of a capture directory")
+    p.add_argument("capture")
+    p.add_argument("--config", default=None, help="experiment YAML whose 'attack' section is used")
+    p.add_argument("--out", default=None, help="where to write the rows (default: inside the capture)")
+    p.set_defaults(func=_attack)
+
+    p = sub.add_parser("report", help="tables, plots, image grids and report.html for a results directory")
+    p.add_argument("results")
+    p.add_argument("--metric", default="mse_pct", choices=["mse_pct", "psnr", "ssim", "lpips", "mse"])
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("quickstart", help="small sweep of all 8 FL/WR/WS combinations, then the report")
+    p.add_argument("--out", default="results/quickstart")
+    p.add_argument("--dataset", default="photos", choices=["photos", "cifar10", "imagefolder"])
+    p.add_argument("--data-root", default=None, help="dataset folder (CIFAR-10 export or torchvision root)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fedsyn.errors import USER_ERRORS
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"fedsyn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Client-side defenses applied to an update before it is sent."""

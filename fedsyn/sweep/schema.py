@@ -1,0 +1,240 @@
+"""The YAML experiment schema: everything a sweep does is decided here, before any work starts.
+
+An ``ExperimentConfig`` describes a grid; ``fedsyn.sweep.grid.expand`` turns it into ``Cell``s, one per
+(model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
+with the offending field named (pydantic) and, for closed choices, the allowed values listed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+import attacks
+from fedsyn.defenses.config import DefenseConfig, DefenseSet
+from fedsyn.models import MODEL_NAMES
+from fedsyn.strict import StrictModel
+
+COMBOS: tuple[str, ...] = ("none", "ws", "wr", "wr+ws", "fl", "fl+ws", "fl+wr", "fl+wr+ws")
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagefolder", "photos")
+METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and every bad field."""
+
+
+class DatasetSpec(StrictModel):
+    name: Literal["cifar10", "cifar100", "imagefolder", "photos"] = "photos"
+    root: Path | None = None
+    download: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _imagefolder_needs_root(self) -> "DatasetSpec":
+        if self.name == "imagefolder" and self.root is None:
+            raise ValueError("dataset.root is required for dataset 'imagefolder'")
+        return self
+
+
+class ModelSpec(StrictModel):
+    name: str
+    zero_bias: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+        return name
+
+    @property
+    def label(self) -> str:
+        extras = [f"{k}={v}" for k, v in sorted(self.options.items())]
+        return "-".join([self.name, *extras])
+
+
+class PartitionSpec(StrictModel):
+    scheme: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+    shards_per_client: int = Field(2, ge=1)
+
+
+class FederationSpec(StrictModel):
+    clients: int = Field(4, ge=1)
+    rounds: int = Field(2, ge=1)
+    local_steps: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    partition: PartitionSpec = PartitionSpec()
+    capture: Literal["update", "gradient"] = "update"
+    capture_rounds: tuple[int, ...] | None = Field(None, description="rounds to capture; None = all")
+    eval_samples: int = Field(512, ge=1, description="held-out test images for the accuracy per round")
+
+    @model_validator(mode="after")
+    def _rounds_exist(self) -> "FederationSpec":
+        for r in self.capture_rounds or ():
+            if not 1 <= r <= self.rounds:
+                raise ValueError(f"federation.capture_rounds: round {r} is not in 1..{self.rounds}")
+        return self
+
+
+class BiomodGrid(StrictModel):
+    """Which FL/WR/WS combinations to run, and the methods' hyperparameters (METHODS.md defaults)."""
+
+    combos: Literal["all"] | tuple[str, ...] = "all"
+    tau: float = Field(0.09, gt=0, lt=2)
+    d_re: float = Field(14.0, gt=0)
+    gamma: int = Field(2, ge=1)
+    wr_interval: int = Field(1, ge=1)
+    fl_scope: Literal["private", "shared"] = "private"
+    grapes: bool = False
+
+    @field_validator("combos")
+    @classmethod
+    def _known_combos(cls, combos: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if combos == "all":
+            return combos
+        for combo in combos:
+            if combo not in COMBOS:
+                raise ValueError(f"unknown combination {combo!r}; allowed: all, {', '.join(COMBOS)}")
+        if len(set(combos)) != len(combos):
+            raise ValueError("combinations are listed twice")
+        return combos
+
+    def combo_names(self) -> tuple[str, ...]:
+        return COMBOS if self.combos == "all" else tuple(self.combos)
+
+
+class PretrainSpec(StrictModel):
+    """Centralised training of the (converted) model before the federation: the 'trained' state."""
+
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(128, ge=1)
+    max_samples: int | None = Field(None, ge=1, description="cap on training images per epoch")
+
+
+class AttackSpec(StrictModel):
+    """Who attacks what, and with which inversion settings (``inversion`` is ``attacks.AttackConfig``)."""
+
+    attackers: tuple[Literal["oblivious", "informed"], ...] = ("oblivious",)
+    labels: Literal["known", "recovered"] = "known"
+    clients: Literal["all"] | tuple[int, ...] = "all"
+    rounds: tuple[int, ...] = (1,)
+    inversion: attacks.AttackConfig = attacks.AttackConfig()
+
+
+def _defense_set(item: Any) -> Any:
+    """YAML shorthands: ``none``; a bare list of defense steps; or ``{name:, steps:}``."""
+    if item == "none" or item is None:
+        return {"name": "none", "steps": []}
+    if isinstance(item, list):
+        name = "+".join(str(step.get("type", "?")) if isinstance(step, dict) else str(step) for step in item)
+        return {"name": name or "none", "steps": item}
+    if isinstance(item, dict) and "type" in item:
+        return {"name": item["type"], "steps": [item]}
+    return item
+
+
+class ExperimentConfig(StrictModel):
+    name: str = "experiment"
+    seed: int = 0
+    dataset: DatasetSpec = DatasetSpec()
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    federation: FederationSpec = FederationSpec()
+    biomod: BiomodGrid = BiomodGrid()
+    trained: tuple[int, ...] = Field((0,), min_length=1, description="pretraining epochs, one cell each")
+    pretrain: PretrainSpec = PretrainSpec()
+    defenses: tuple[DefenseSet, ...] = Field((DefenseSet(),), min_length=1)
+    attack: AttackSpec = AttackSpec()
+    metrics: tuple[Literal["mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc"], ...] = METRICS
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, models: Any) -> Any:
+        if isinstance(models, (str, dict)):
+            models = [models]
+        return [{"name": m} if isinstance(m, str) else m for m in models]
+
+    @field_validator("defenses", mode="before")
+    @classmethod
+    def _defense_shorthand(cls, defenses: Any) -> Any:
+        if not isinstance(defenses, (list, tuple)):
+            defenses = [defenses]
+        return [_defense_set(item) for item in defenses]
+
+    @field_validator("trained")
+    @classmethod
+    def _epochs(cls, trained: tuple[int, ...]) -> tuple[int, ...]:
+        if any(e < 0 for e in trained):
+            raise ValueError("pretraining epochs must be >= 0")
+        return trained
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        clients = self.attack.clients
+        if clients != "all":
+            bad = [c for c in clients if not 0 <= c < self.federation.clients]
+            if bad:
+                raise ValueError(f"attack.clients {bad} not in 0..{self.federation.clients - 1}")
+        bad_rounds = [r for r in self.attack.rounds if not 1 <= r <= self.federation.rounds]
+        if bad_rounds:
+            raise ValueError(f"attack.rounds {bad_rounds} not in 1..{self.federation.rounds}")
+        names = [d.name for d in self.defenses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"defense set names must be unique, got {names}")
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid field(s)"]
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
+    """Validate a mapping (e.g. parsed YAML) into an ``ExperimentConfig`` or raise ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(data, str(path))
+
+
+__all__ = [
+    "COMBOS",
+    "DATASETS",
+    "METRICS",
+    "AttackSpec",
+    "BiomodGrid",
+    "ConfigError",
+    "DatasetSpec",
+    "DefenseConfig",
+    "DefenseSet",
+    "ExperimentConfig",
+    "FederationSpec",
+    "ModelSpec",
+    "PartitionSpec",
+    "PretrainSpec",
+    "load_config",
+    "parse_config",
+]
