@@ -1,0 +1,138 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import special, stats
+from torch import nn
+
+from fedsyn.biomod import BiomodConfig, attach, convert, rejuvenate
+
+SIDE = 1024  # a 1024 x 1024 layer: 2**20 weights
+
+
+def layer_with_magnitudes(d_re: float, low: float, high: float, seed: int = 0) -> tuple[nn.Module, np.ndarray]:
+    """A converted WR layer whose |w| / sigma_re are spread evenly over [low, high] with random signs.
+
+    One weight sits at |w| = d_re so that w_max = d_re and sigma_re = 1 exactly.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(low, high, SIDE * SIDE)
+    a[0] = d_re
+    weights = a * rng.choice([-1.0, 1.0], a.size)
+    plain = nn.Sequential(nn.Linear(SIDE, SIDE), nn.Linear(SIDE, 2))
+    with torch.no_grad():
+        plain[0].weight.copy_(torch.from_numpy(weights.reshape(SIDE, SIDE)))
+    model = convert(plain, BiomodConfig(wr=True, d_re=d_re), seed=seed)
+    return model, np.abs(weights.astype(np.float32)).astype(np.float64)
+
+
+def redraw_mask(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    before = model[0].weight.detach().clone()
+    counts = rejuvenate(model)
+    after = model[0].weight.detach()
+    changed = (after != before).flatten().numpy()
+    assert counts["0"] == changed.sum()
+    return changed, after.flatten().numpy()[changed]
+
+
+@pytest.mark.parametrize(
+    "d_re,low,high,edges",
+    [
+        (6.0, 0.0, 6.0, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 2.66, 3.0, 4.0, 6.0]),
+        # only the sparse path: every weight has P_re < 2**-8
+        (3.5, 2.7, 3.5, [2.7, 2.8, 2.9, 3.0, 3.2, 3.5]),
+    ],
+)
+def test_redraw_frequency_per_magnitude_bucket_matches_one_minus_phi(
+    d_re: float, low: float, high: float, edges: list[float]
+) -> None:
+    model, a = layer_with_magnitudes(d_re, low, high)
+    changed, _ = redraw_mask(model)
+    probability = special.ndtr(-a)  # sigma_re = 1
+    bucket = np.digitize(a, edges[1:-1])
+    for b in range(len(edges) - 1):
+        members = bucket == b
+        expected = probability[members].sum()
+        spread = math.sqrt((probability[members] * (1 - probability[members])).sum())
+        observed = changed[members].sum()
+        assert abs(observed - expected) <= 5 * spread + 2, (edges[b], observed, expected)
+
+
+def test_redrawn_values_follow_the_layers_default_init_distribution() -> None:
+    model, _ = layer_with_magnitudes(6.0, 0.0, 6.0)
+    _, values = redraw_mask(model)
+    bound = 1 / math.sqrt(SIDE)  # kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert values.size > 10_000
+    assert np.abs(values).max() <= bound
+    assert stats.kstest(values, stats.uniform(loc=-bound, scale=2 * bound).cdf).pvalue > 1e-4
+
+
+def test_conv_layers_redraw_from_their_own_fan_in() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        plain[0].weight.mul_(10.0)  # far outside the init range, so re-drawn entries stand out
+    model = convert(plain, BiomodConfig(wr=True, d_re=2.0), seed=0)
+    before = model[0].weight.detach().clone()
+    count = rejuvenate(model)["0"]
+    changed = model[0].weight.detach() != before
+    assert count == changed.sum() > 0
+    assert model[0].weight.detach()[changed].abs().max() <= 1 / math.sqrt(8 * 9)
+
+
+def test_same_seed_same_redraws_other_seed_other_redraws() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2))
+    config = BiomodConfig(wr=True, d_re=3.0)
+    first, again, other = (convert(plain, config, seed=s) for s in (5, 5, 6))
+    for model in (first, again, other):
+        rejuvenate(model)
+    assert torch.equal(first[0].weight, again[0].weight)
+    assert not torch.equal(first[0].weight, other[0].weight)
+
+
+def test_attach_rejuvenates_every_interval_steps_and_counts_and_leaves_biases() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    model = convert(plain, BiomodConfig(wr=True, d_re=2.0, wr_interval=2), seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights move only by WR
+    handle = attach(optimizer, model)
+    x, y = torch.randn(4, 32), torch.randint(0, 4, (4,))
+    snapshots = []
+    for _ in range(4):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        changed = sum(int((model.state_dict()[k] != snapshots[-1][k]).sum()) for k in snapshots[-1])
+        assert changed == handle.rejuvenated_last or handle.steps % 2 == 1
+        if handle.steps % 2 == 1:
+            assert changed == 0
+        assert torch.equal(model[0].bias, plain[0].bias) and torch.equal(model[2].bias, plain[2].bias)
+    assert handle.steps == 4 and handle.rejuvenated_last > 0
+    assert set(handle.rejuvenated_by_layer) == {"0", "2"}
+    assert handle.rejuvenated_total >= handle.rejuvenated_last
+    handle.remove()
+    before = model[0].weight.detach().clone()
+    optimizer.step()
+    optimizer.step()
+    assert torch.equal(model[0].weight, before)
+
+
+def test_redraws_do_not_depend_on_the_thread_count() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(2100, SIDE), nn.Linear(SIDE, 2))  # 2.15M weights: three chunks
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            model = convert(plain, BiomodConfig(wr=True), seed=4)
+            rejuvenate(model)
+            results.append(model[0].weight.detach())
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(results[0], plain[0].weight)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
