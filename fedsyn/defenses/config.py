@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import Field, model_validator
 
@@ -10,12 +10,18 @@ from fedsyn.strict import StrictModel
 
 
 class ClipNoise(StrictModel):
-    """Local DP: clip the whole update to L2 norm ``clip``, add N(0, (noise_multiplier * clip)^2)."""
+    """Local DP: clip the whole update to L2 norm ``clip``, add N(0, (noise_multiplier * clip)^2).
+
+    ``adjacency`` fixes what the reported epsilon protects (see ``fedsyn.defenses.accounting``):
+    ``replace`` (default, local DP: any two clipped updates differ by at most ``2 * clip``) or
+    ``add_remove`` (user-level DP as in DP-FedAvg: sensitivity ``clip``).
+    """
 
     type: Literal["clip_noise"]
     clip: float = Field(1.0, gt=0)
     noise_multiplier: float = Field(0.0, ge=0)
     delta: float = Field(1e-5, gt=0, lt=1)
+    adjacency: Literal["replace", "add_remove"] = "replace"
 
 
 class DPSGD(StrictModel):
@@ -28,42 +34,98 @@ class DPSGD(StrictModel):
 
 
 class Prune(StrictModel):
-    """Top-k sparsification: zero the ``fraction`` of update entries with the smallest magnitude."""
+    """Top-k sparsification: zero the ``fraction`` of update entries with the smallest magnitude.
+
+    ``scope`` ``layer`` (default, as in the DLG paper's defense) ranks the entries of each tensor
+    separately; ``global`` ranks all entries of the update together.
+    """
 
     type: Literal["prune"]
     fraction: float = Field(0.9, gt=0, lt=1)
+    scope: Literal["layer", "global"] = "layer"
 
 
 class Quantize(StrictModel):
-    """Quantise the update: ``sign`` (1 bit times the mean magnitude) or ``uniform`` with ``bits`` bits."""
+    """Quantise the update: ``sign`` (1 bit times the mean magnitude) or ``uniform`` with ``bits`` bits.
+
+    ``uniform`` puts ``2**bits`` evenly spaced levels on each tensor's [min, max] and rounds to them
+    ``stochastic``-ally (unbiased, QSGD-style; default) or to the ``nearest`` level.
+    """
 
     type: Literal["quantize"]
     mode: Literal["sign", "uniform"] = "uniform"
     bits: int = Field(8, ge=1, le=16)
+    rounding: Literal["stochastic", "nearest"] = "stochastic"
 
     @model_validator(mode="after")
     def _sign_is_one_bit(self) -> "Quantize":
         if self.mode == "sign" and self.bits != 1 and "bits" in self.model_fields_set:
             raise ValueError("quantize: mode 'sign' is 1 bit; leave 'bits' unset or set it to 1")
+        if self.mode == "sign" and "rounding" in self.model_fields_set:
+            raise ValueError("quantize: 'rounding' applies to mode 'uniform' only")
         return self
 
 
 class SecAgg(StrictModel):
-    """Flower's SecAgg+: the server only sees the sum of the clients' (quantised) updates."""
+    """Flower's SecAgg+: the server only sees the sum of the clients' (quantised) updates.
+
+    The fields are ``flwr.server.workflow.SecAggPlusWorkflow``'s: each client's key is split into
+    ``num_shares`` shares (Flower needs more than 2), ``reconstruction_threshold`` of them rebuild
+    it; values are clipped to ``[-clipping_range, clipping_range]`` and quantised to
+    ``quantization_range`` integer levels before masking.
+    """
 
     type: Literal["secagg"]
-    num_shares: int = Field(3, ge=2)
-    reconstruction_threshold: int = Field(2, ge=1)
+    num_shares: int = Field(3, ge=3)
+    reconstruction_threshold: int = Field(2, ge=2)
     clipping_range: float = Field(8.0, gt=0)
-    quantization_range: int = Field(4194304, ge=2)
+    quantization_range: int = Field(4194304, ge=2, lt=2**32)
+
+    @model_validator(mode="after")
+    def _threshold_below_shares(self) -> "SecAgg":
+        if self.reconstruction_threshold >= self.num_shares:
+            raise ValueError(
+                f"secagg: reconstruction_threshold ({self.reconstruction_threshold}) must be less than "
+                f"num_shares ({self.num_shares})"
+            )
+        return self
+
+    def check_clients(self, clients: int) -> None:
+        """Raise ``ValueError`` when a federation of ``clients`` clients cannot run this setting."""
+        if clients < self.num_shares:
+            raise ValueError(
+                f"secagg: num_shares ({self.num_shares}) needs at least as many clients per round, the federation has {clients}"
+            )
 
 
 DefenseConfig = Annotated[Union[ClipNoise, DPSGD, Prune, Quantize, SecAgg], Field(discriminator="type")]
 DEFENSE_TYPES: tuple[str, ...] = ("clip_noise", "dpsgd", "prune", "quantize", "secagg")
+Step = TypeVar("Step", ClipNoise, DPSGD, Prune, Quantize, SecAgg)
 
 
 class DefenseSet(StrictModel):
-    """The defenses one cell applies, in order, to every client update. Empty means no defense."""
+    """The defenses one cell applies, in order, to every client update. Empty means no defense.
+
+    Each type appears at most once. ``dpsgd`` acts during local training, so it must come first;
+    ``secagg`` is the transport of the finished update, so it must come last. The steps in between
+    transform the update in the order given.
+    """
 
     name: str = "none"
     steps: tuple[DefenseConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _well_ordered(self) -> "DefenseSet":
+        types = [step.type for step in self.steps]
+        repeated = sorted({t for t in types if types.count(t) > 1})
+        if repeated:
+            raise ValueError(f"defense set {self.name!r}: each defense type may appear once, repeated: {repeated}")
+        if "dpsgd" in types and types[0] != "dpsgd":
+            raise ValueError(f"defense set {self.name!r}: 'dpsgd' acts during training and must be the first step")
+        if "secagg" in types and types[-1] != "secagg":
+            raise ValueError(f"defense set {self.name!r}: 'secagg' sends the finished update and must be the last step")
+        return self
+
+    def find(self, kind: type[Step]) -> Step | None:
+        """The step of the given class (e.g. ``DPSGD``), or None when the set has none."""
+        return next((step for step in self.steps if isinstance(step, kind)), None)

@@ -63,7 +63,7 @@ class Cell(StrictModel):
 
 
 def expand(config: ExperimentConfig) -> list[Cell]:
-    """All cells of ``config`` in a fixed order (models, trained states, combinations, defenses)."""
+    """All cells of ``config`` in a fixed order (models, trained states, grid blocks, combinations, defenses)."""
     cells = [
         Cell(
             experiment=config.name,
@@ -79,11 +79,13 @@ def expand(config: ExperimentConfig) -> list[Cell]:
             attack=config.attack,
             metrics=config.metrics,
         )
-        for model, trained, combo, defense in itertools.product(
-            config.models, config.trained, config.biomod.combo_names(), config.defenses
-        )
+        for model, trained in itertools.product(config.models, config.trained)
+        for combos, defenses in config.blocks()
+        for combo, defense in itertools.product(combos, defenses)
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):
-        raise ValueError("the grid contains the same cell twice (check duplicated models or trained states)")
+        raise ValueError(
+            "the grid contains the same cell twice (check duplicated models, trained states or overlapping grid blocks)"
+        )
     return cells

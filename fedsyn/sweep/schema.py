@@ -7,6 +7,8 @@ with the offending field named (pydantic) and, for closed choices, the allowed v
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import attacks
-from fedsyn.defenses.config import DefenseConfig, DefenseSet
+from fedsyn.defenses.config import DefenseConfig, DefenseSet, SecAgg
 from fedsyn.models import MODEL_NAMES
 from fedsyn.strict import StrictModel
 
@@ -74,12 +76,25 @@ class FederationSpec(StrictModel):
     capture: Literal["update", "gradient"] = "update"
     capture_rounds: tuple[int, ...] | None = Field(None, description="rounds to capture; None = all")
     eval_samples: int = Field(512, ge=1, description="held-out test images for the accuracy per round")
+    faulty_clients: tuple[int, ...] = Field(
+        (),
+        description="fault injection for robustness tests: these partition ids reply with NaN arrays every "
+        "round, which the server must reject (empty in real experiments)",
+    )
 
     @model_validator(mode="after")
     def _rounds_exist(self) -> "FederationSpec":
         for r in self.capture_rounds or ():
             if not 1 <= r <= self.rounds:
                 raise ValueError(f"federation.capture_rounds: round {r} is not in 1..{self.rounds}")
+        bad = [c for c in self.faulty_clients if not 0 <= c < self.clients]
+        if bad:
+            raise ValueError(f"federation.faulty_clients {bad} not in 0..{self.clients - 1}")
+        if self.capture == "gradient" and self.local_steps != 1:
+            raise ValueError(
+                f"federation.capture 'gradient' sends the gradient of one batch, so local_steps must be 1 "
+                f"(got {self.local_steps}); use capture 'update' for several local steps"
+            )
         return self
 
 
@@ -97,17 +112,37 @@ class BiomodGrid(StrictModel):
     @field_validator("combos")
     @classmethod
     def _known_combos(cls, combos: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        if combos == "all":
-            return combos
-        for combo in combos:
-            if combo not in COMBOS:
-                raise ValueError(f"unknown combination {combo!r}; allowed: all, {', '.join(COMBOS)}")
-        if len(set(combos)) != len(combos):
-            raise ValueError("combinations are listed twice")
-        return combos
+        return _check_combos(combos)
 
     def combo_names(self) -> tuple[str, ...]:
         return COMBOS if self.combos == "all" else tuple(self.combos)
+
+
+def _check_combos(combos: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    if combos == "all":
+        return combos
+    for combo in combos:
+        if combo not in COMBOS:
+            raise ValueError(f"unknown combination {combo!r}; allowed: all, {', '.join(COMBOS)}")
+    if len(set(combos)) != len(combos):
+        raise ValueError("combinations are listed twice")
+    return combos
+
+
+class GridBlock(StrictModel):
+    """One block of the grid: these combinations crossed with these defense sets (named in ``defenses``).
+
+    ``all`` means ``biomod.combos`` / every defense set. A config with blocks runs their union instead of
+    the full product, e.g. every combination without defense plus every defense on the plain model.
+    """
+
+    combos: Literal["all"] | tuple[str, ...] = "all"
+    defenses: Literal["all"] | tuple[str, ...] = "all"
+
+    @field_validator("combos")
+    @classmethod
+    def _known_combos(cls, combos: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        return _check_combos(combos)
 
 
 class PretrainSpec(StrictModel):
@@ -150,6 +185,7 @@ class ExperimentConfig(StrictModel):
     trained: tuple[int, ...] = Field((0,), min_length=1, description="pretraining epochs, one cell each")
     pretrain: PretrainSpec = PretrainSpec()
     defenses: tuple[DefenseSet, ...] = Field((DefenseSet(),), min_length=1)
+    grid: tuple[GridBlock, ...] = Field((), description="blocks of (combos x defenses); empty: the full product")
     attack: AttackSpec = AttackSpec()
     metrics: tuple[Literal["mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc"], ...] = METRICS
 
@@ -187,7 +223,25 @@ class ExperimentConfig(StrictModel):
         names = [d.name for d in self.defenses]
         if len(set(names)) != len(names):
             raise ValueError(f"defense set names must be unique, got {names}")
+        for defense in self.defenses:
+            secagg = defense.find(SecAgg)
+            if secagg is not None:
+                secagg.check_clients(self.federation.clients)
+        for index, block in enumerate(self.grid):
+            unknown = [] if block.defenses == "all" else [n for n in block.defenses if n not in names]
+            if unknown:
+                raise ValueError(f"grid.{index}.defenses: unknown defense set(s) {unknown}; defined: {', '.join(names)}")
         return self
+
+    def blocks(self) -> list[tuple[tuple[str, ...], tuple[DefenseSet, ...]]]:
+        """The grid's (combinations, defense sets) blocks; without ``grid``, one block of everything."""
+        by_name = {defense.name: defense for defense in self.defenses}
+        result = []
+        for block in self.grid or (GridBlock(),):
+            combos = self.biomod.combo_names() if block.combos == "all" else tuple(block.combos)
+            names = tuple(by_name) if block.defenses == "all" else block.defenses
+            result.append((combos, tuple(by_name[name] for name in names)))
+        return result
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -208,8 +262,36 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(data: Any, source: str = "config", where: str = "") -> Any:
+    """Replace every ``${NAME}`` in the string values of ``data`` with the environment variable ``NAME``.
+
+    This lets a shared config point at machine-specific folders (``root: ${FEDSYN_CIFAR10_DIR}``). An unset
+    or empty variable is an error naming the field, so a sweep never starts on a half-filled path.
+    """
+    if isinstance(data, dict):
+        return {key: expand_env(value, source, f"{where}.{key}" if where else str(key)) for key, value in data.items()}
+    if isinstance(data, list):
+        return [expand_env(item, source, f"{where}.{index}") for index, item in enumerate(data)]
+    if isinstance(data, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if not value:
+                raise ConfigError(
+                    f"{source}: {where or '(top level)'}: environment variable {match.group(1)} is not set "
+                    f"(the field refers to it as ${{{match.group(1)}}}); set it or write the value in the file"
+                )
+            return value
+
+        return _ENV_REFERENCE.sub(lookup, data)
+    return data
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a YAML experiment file."""
+    """Read a YAML experiment file, expand ``${NAME}`` environment references (see ``expand_env``), validate."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -217,7 +299,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(data, str(path))
+    return parse_config(expand_env(data, str(path)), str(path))
 
 
 __all__ = [
@@ -232,9 +314,11 @@ __all__ = [
     "DefenseSet",
     "ExperimentConfig",
     "FederationSpec",
+    "GridBlock",
     "ModelSpec",
     "PartitionSpec",
     "PretrainSpec",
+    "expand_env",
     "load_config",
     "parse_config",
 ]

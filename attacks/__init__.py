@@ -1,0 +1,22 @@
+"""The malicious server's tools: gradient inversion, label recovery and scoring. Knows nothing of Flower.
+
+    import attacks
+    rec = attacks.reconstruct(model, target, num_images=B, mean=..., std=..., config=attacks.AttackConfig())
+    scores = attacks.metrics.score(rec.images, true_images)
+"""
+
+from attacks import metrics
+from attacks.config import DEFAULT_TV, AttackConfig, LocalUpdate, default_tv
+from attacks.inversion import Reconstruction, reconstruct
+from attacks.labels import recover_labels
+
+__all__ = [
+    "DEFAULT_TV",
+    "AttackConfig",
+    "LocalUpdate",
+    "Reconstruction",
+    "default_tv",
+    "metrics",
+    "reconstruct",
+    "recover_labels",
+]

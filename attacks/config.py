@@ -1,0 +1,125 @@
+"""What the attacker does and knows: the attack's configuration, validated by pydantic.
+
+Defaults are Geiping et al. (2020), "Inverting Gradients", section 4 and its reference code: cosine
+objective, Adam with step 0.1 on the sign of the image gradient, projection into the pixel box after
+every step, step size x0.1 at 3/8, 5/8 and 7/8 of the iterations, random-normal initialisation and
+24,000 iterations. The paper's reduced budget is 4,800 iterations (``AttackConfig(iterations=4800)``),
+which keeps the same schedule shape because milestones are fractions of the budget.
+
+The total-variation weight decides the quality more than anything else and its best value depends on
+the architecture, so ``tv=None`` (the default) looks it up in :data:`DEFAULT_TV` by ``architecture``;
+see that table for the measurements behind each value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Objective = Literal["cosine", "cosine_layerwise", "l2"]
+LabelStrategy = Literal["auto", "idlg", "wainakh"]
+
+# Per-architecture total-variation weights (TV as defined in attacks.objectives.total_variation),
+# chosen from measurements on untrained models, CIFAR-10 test images, labels known, 2,000 iterations,
+# BatchNorm in eval mode (benchmarks/attack_quality.py and the lead's report hold the numbers).
+DEFAULT_TV: dict[str, float] = {
+    "convnet": 1e-4,
+    "resnet20": 1e-2,
+    "resnet32": 1e-2,
+    "resnet56": 1e-2,
+    "lenet": 1e-4,
+    "mlp": 1e-4,
+    "alexnet": 1e-4,
+}
+# Used when the architecture is not given or not in the table: the value of the paper's own code.
+FALLBACK_TV = 1e-4
+
+
+def default_tv(architecture: str | None) -> float:
+    """The measured default total-variation weight for ``architecture`` (a ``fedsyn.models`` name)."""
+    if architecture is None:
+        return FALLBACK_TV
+    return DEFAULT_TV.get(architecture, FALLBACK_TV)
+
+
+class LocalUpdate(BaseModel):
+    """The client's local training that produced an update ``w_local - w_global``.
+
+    The client ran ``steps`` plain SGD steps (no momentum, no weight decay) with step size ``lr`` on the
+    mean cross-entropy of batches of ``batch_size`` of its images; see :mod:`attacks.unroll` for the
+    order in which it is assumed to have visited its images.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+
+
+class AttackConfig(BaseModel):
+    """One gradient-inversion attack (Geiping et al. 2020 by default).
+
+    Threat-model fields, recorded with every result: ``bn_mode`` (``"eval"``: BatchNorm uses the
+    running statistics the server sent; ``"train"``: it uses the statistics of the candidate batch, as a
+    client training in train mode does) and, passed to :func:`attacks.reconstruct` rather than stored
+    here, the labels, the local hyperparameters and the FL factors the attacker knows.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iterations: int = Field(24_000, ge=1, description="optimisation steps per restart (paper: 24,000; reduced: 4,800)")
+    restarts: int = Field(1, ge=1, description="independent random initialisations; the best matching loss wins")
+    tv: float | None = Field(None, ge=0, description="total-variation weight; None: DEFAULT_TV[architecture]")
+    architecture: str | None = Field(None, description="fedsyn.models name, used only to look up the default tv")
+    lr: float = Field(0.1, gt=0, description="Adam step size")
+    objective: Objective = "cosine"
+    signed: bool = Field(True, description="feed Adam the sign of the image gradient")
+    boxed: bool = Field(True, description="project the images into the valid pixel box after every step")
+    init: Literal["randn", "rand", "zeros"] = "randn"
+    milestones: tuple[float, ...] = Field((3 / 8, 5 / 8, 7 / 8), description="fractions of the budget")
+    gamma: float = Field(0.1, gt=0, description="step-size factor at each milestone")
+    bn_mode: Literal["eval", "train"] = "eval"
+    label_strategy: LabelStrategy = Field("auto", description="how to recover labels when none are given")
+    restart_mode: Literal["batched", "sequential"] = Field(
+        "batched", description="batched: all restarts in one vectorised computation (torch.func.vmap)"
+    )
+    seed: int = 0
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads during the attack; None: unchanged")
+    progress: bool = Field(False, description="print iteration, loss, elapsed time and ETA to stderr")
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f < 1 for f in value) or list(value) != sorted(value):
+            raise ValueError(f"milestones must be increasing fractions in (0, 1), got {value}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        try:
+            device = torch.device(value)
+        except RuntimeError as err:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}") from err
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+        return value
+
+    @property
+    def tv_weight(self) -> float:
+        """The total-variation weight this attack uses."""
+        return self.tv if self.tv is not None else default_tv(self.architecture)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"AttackConfig.device={self.device!r} but CUDA is not available here")
+        return device

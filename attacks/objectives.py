@@ -1,0 +1,70 @@
+"""The attack's objective: gradient matching plus the total-variation image prior.
+
+Matching acts on flat signals: every parameter's gradient (or unrolled update) concatenated in
+``model.parameters()`` order into one vector of P values, or a (R, P) stack of them, one row per
+restart. Working on one flat vector keeps the objective to a handful of large tensor operations
+instead of several per parameter, which matters on a busy CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .config import Objective
+
+# Guards the cosine against an all-zero candidate gradient (it is then 1, "no similarity").
+_TINY = 1e-30
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate ``tensors`` into one vector, last dimension first flattened per tensor."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV of Geiping et al. (2020): mean |horizontal difference| + mean |vertical difference|.
+
+    The means run over all neighbouring pixel pairs inside each image and over channels and images (no
+    padding at the border). ``images`` is (B, C, H, W), giving a scalar, or (R, B, C, H, W), giving one
+    value per restart. breaching's TotalVariation layer computes the same differences with a padded
+    convolution, so it also counts the border pixels against zero; its weights are not interchangeable
+    with these to the last digit.
+    """
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(start_dim=-4).mean(-1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(start_dim=-4).mean(-1)
+    return dx + dy
+
+
+class Matcher:
+    """Distance between candidate signals and the target, ``(..., P) -> (...)``.
+
+    - ``cosine``: ``1 - <s, t> / (|s| |t|)`` over the whole concatenated vector (Geiping et al., eq. 4).
+    - ``cosine_layerwise``: one minus the mean over parameters of each parameter's cosine; parameters
+      whose target is all zero (untouched by the client) are left out of the mean.
+    - ``l2``: ``|s - t|^2``, the squared Euclidean distance of Zhu et al. (2019), "Deep Leakage".
+    """
+
+    def __init__(self, kind: Objective, target: Sequence[torch.Tensor]) -> None:
+        self.kind = kind
+        self.target = flatten(target)
+        self.unit = self.target / self.target.norm().clamp_min(_TINY)
+        self.sizes = [t.numel() for t in target]
+        self.live = [bool(t.any()) for t in target]
+
+    def __call__(self, signal: torch.Tensor) -> torch.Tensor:
+        if self.kind == "cosine":
+            return 1 - (signal @ self.unit) * torch.rsqrt((signal * signal).sum(-1).clamp_min(_TINY))
+        if self.kind == "l2":
+            diff = signal - self.target
+            return (diff * diff).sum(-1)
+        return self._layerwise(signal)
+
+    def _layerwise(self, signal: torch.Tensor) -> torch.Tensor:
+        cosines = [
+            (s * t).sum(-1) * torch.rsqrt((s * s).sum(-1).clamp_min(_TINY) * (t * t).sum())
+            for s, t, live in zip(signal.split(self.sizes, -1), self.target.split(self.sizes), self.live)
+            if live
+        ]
+        return 1 - torch.stack(cosines, -1).mean(-1)

@@ -1,0 +1,217 @@
+"""The capture directory: what the malicious server recorded of one cell's federation.
+
+Layout (one directory per cell federation, ``<out-dir>/<cell key>``)::
+
+    cell.json              the Cell (``Cell.model_dump_json``): what was federated, incl. the attack spec
+    index.jsonl            one JSON object per client reply, in arrival order (``IndexEntry``)
+    global_r{R}.pt         the global arrays the server sent in round R (name -> tensor, a state_dict)
+    update_r{R}_p{P}.pt    partition P's accepted reply in round R (name -> tensor): ``w_local - w_global``
+                           for every state_dict entry (capture ``update``) or one batch's gradient per
+                           parameter (capture ``gradient``)
+    rejected_r{R}_n{N}.pt  the arrays of a reply from node N that the server rejected in round R
+    federation.json        per-round test accuracy and loss, accepted/rejected counts, seconds;
+                           ``completed`` turns true after the last round
+
+Tensors are stored with ``torch.save`` and read with ``torch.load(weights_only=True)``; they are the
+exact arrays that crossed the protocol (Flower serialises with ``numpy.save``, which is lossless).
+Rounds not listed in ``federation.capture_rounds`` get index entries but no array files (``file`` is
+null). A reply that arrived with an error has no file either; one that was rejected for its contents
+(NaN/Inf, wrong names or shapes, a repeated partition) keeps its arrays in a ``rejected_*`` file so the
+rejection can be inspected.
+
+Index entry fields: ``round``, ``partition_id`` (null when an error reply did not say), ``node_id``,
+``status`` (``ok`` | ``rejected``), ``reason`` (why rejected, else null), ``file``, ``capture``
+(``update`` | ``gradient``), ``steps``, ``lr``, ``batch_size`` (the local hyperparameters the client
+reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list), ``config_hash``
+(the cell key), ``defense`` (what the client's defenses reported, e.g. ``clip_noise.epsilon``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from fedsyn.sweep.grid import Cell
+
+CELL_FILE = "cell.json"
+INDEX_FILE = "index.jsonl"
+SUMMARY_FILE = "federation.json"
+FORMAT_VERSION = 1
+
+
+class CaptureError(ValueError):
+    """A capture directory that is missing parts or does not parse."""
+
+
+def global_file(round: int) -> str:
+    return f"global_r{round}.pt"
+
+
+def update_file(round: int, partition_id: int) -> str:
+    return f"update_r{round}_p{partition_id}.pt"
+
+
+def rejected_file(round: int, node_id: int) -> str:
+    return f"rejected_r{round}_n{node_id}.pt"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One client reply as the server recorded it (a line of ``index.jsonl``)."""
+
+    round: int
+    partition_id: int | None
+    node_id: int
+    status: str
+    reason: str | None
+    file: str | None
+    capture: str | None
+    steps: int | None
+    lr: float | None
+    batch_size: int | None
+    num_examples: int | None
+    loss: float | None
+    rejuvenated: int | None
+    config_hash: str
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    defense: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save({name: tensor.detach().cpu() for name, tensor in tensors.items()}, temporary)
+    os.replace(temporary, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, allow_nan=True))
+    os.replace(temporary, path)
+
+
+class CaptureWriter:
+    """Writes one capture directory; used by the capturing strategy on the server."""
+
+    def __init__(self, directory: Path, cell: Cell) -> None:
+        self.directory = directory
+        self.cell = cell
+        self.rounds: list[dict[str, Any]] = []
+        self._captured = set(cell.federation.capture_rounds or range(1, cell.federation.rounds + 1))
+
+    @classmethod
+    def create(cls, directory: Path, cell: Cell) -> CaptureWriter:
+        """Start a fresh capture in ``directory``, replacing an earlier capture there (a rerun).
+
+        Refuses to clear a non-empty directory that is not a capture, so a wrong ``out-dir`` cannot
+        delete unrelated files.
+        """
+        if directory.exists() and any(directory.iterdir()):
+            if not (directory / CELL_FILE).is_file():
+                raise CaptureError(f"{directory} is not empty and holds no capture; choose another output folder")
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CELL_FILE).write_text(cell.model_dump_json(indent=2))
+        (directory / INDEX_FILE).touch()
+        writer = cls(directory, cell)
+        writer.write_summary(completed=False, seconds=0.0)
+        return writer
+
+    def captures(self, round: int) -> bool:
+        return round in self._captured
+
+    def save_global(self, round: int, state: dict[str, torch.Tensor]) -> None:
+        if self.captures(round):
+            _save_tensors(self.directory / global_file(round), state)
+
+    def save_reply(self, entry: IndexEntry, tensors: dict[str, torch.Tensor] | None) -> IndexEntry:
+        """Store a reply's arrays (in captured rounds) and append its index line; returns the entry."""
+        if tensors is not None and self.captures(entry.round):
+            if entry.ok:
+                name = update_file(entry.round, entry.partition_id)
+            else:
+                name = rejected_file(entry.round, entry.node_id)
+            _save_tensors(self.directory / name, tensors)
+            entry = IndexEntry(**{**asdict(entry), "file": name})
+        with open(self.directory / INDEX_FILE, "a") as index:
+            index.write(json.dumps(asdict(entry), allow_nan=True) + "\n")
+        return entry
+
+    def add_round(self, summary: dict[str, Any]) -> None:
+        self.rounds.append(summary)
+
+    def write_summary(self, *, completed: bool, seconds: float) -> None:
+        _write_json(
+            self.directory / SUMMARY_FILE,
+            {
+                "format": FORMAT_VERSION,
+                "cell_key": self.cell.key,
+                "clients": self.cell.federation.clients,
+                "rounds": self.rounds,
+                "completed": completed,
+                "seconds": seconds,
+            },
+        )
+
+
+class Capture:
+    """Read access to a capture directory (for the evaluator, reports and tests)."""
+
+    def __init__(self, directory: Path) -> None:
+        from pydantic import ValidationError
+
+        from fedsyn.sweep.grid import Cell
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"capture directory not found: {directory}")
+        for name in (CELL_FILE, INDEX_FILE, SUMMARY_FILE):
+            if not (directory / name).is_file():
+                raise CaptureError(f"{directory} is not a capture: {name} is missing")
+        self.directory = directory
+        try:
+            self.cell = Cell.model_validate_json((directory / CELL_FILE).read_text())
+        except ValidationError as err:
+            raise CaptureError(f"{directory / CELL_FILE} does not hold a valid cell: {err}") from None
+        self.summary: dict[str, Any] = json.loads((directory / SUMMARY_FILE).read_text())
+        self.entries = [self._entry(line) for line in (directory / INDEX_FILE).read_text().splitlines() if line]
+
+    def _entry(self, line: str) -> IndexEntry:
+        try:
+            return IndexEntry(**json.loads(line))
+        except (TypeError, json.JSONDecodeError) as err:
+            raise CaptureError(f"{self.directory / INDEX_FILE}: bad line {line[:80]!r}: {err}") from None
+
+    @property
+    def completed(self) -> bool:
+        return bool(self.summary.get("completed"))
+
+    def entry(self, round: int, partition_id: int) -> IndexEntry:
+        for entry in self.entries:
+            if entry.round == round and entry.partition_id == partition_id:
+                return entry
+        raise CaptureError(f"{self.directory} has no reply of partition {partition_id} in round {round}")
+
+    def global_state(self, round: int) -> dict[str, torch.Tensor]:
+        return self._load(global_file(round))
+
+    def tensors(self, entry: IndexEntry) -> dict[str, torch.Tensor]:
+        if entry.file is None:
+            raise CaptureError(f"round {entry.round}, partition {entry.partition_id}: no arrays were captured")
+        return self._load(entry.file)
+
+    def _load(self, name: str) -> dict[str, torch.Tensor]:
+        path = self.directory / name
+        if not path.is_file():
+            raise CaptureError(f"capture file missing: {path}")
+        return torch.load(path, weights_only=True)

@@ -1,0 +1,128 @@
+"""The one-shot runner of a real deployment: ``flwr run`` one cell on a running SuperLink, then attack
+its capture and write the results store and report.
+
+    python -m fedsyn.federation.runner CONFIG --superlink HOST:PORT --results DIR [--cell N] [--app DIR]
+
+The compose file's ``runner`` service and ``tests/test_deployment.py`` both use it. The ServerApp runs
+inside the SuperLink's process tree and writes the capture to ``DIR/federation/<cell key>``, so DIR must
+be the same path for the SuperLink and this runner (one shared volume in compose, one folder on a
+single machine). Afterwards: ``DIR/attack/<cell key>/`` (PNG grids, rows.jsonl), ``DIR/results.db``
+(the sweep's results store) and ``DIR/report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fedsyn.sweep.grid import Cell, expand
+from fedsyn.sweep.schema import load_config
+
+from . import deployment
+from .capture import SUMMARY_FILE
+from .settings import run_config
+
+CONNECTION = "fedsyn"
+FEDERATION_DIR = "federation"
+ATTACK_DIR = "attack"
+
+
+class DeploymentError(RuntimeError):
+    """The SuperLink could not be reached, or the run ended without a complete capture."""
+
+
+def wait_for_port(address: str, timeout: float) -> None:
+    """Block until ``host:port`` accepts TCP connections (the SuperLink is up)."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"no SuperLink answers at {address} after {timeout:.0f} s: {err}") from None
+            time.sleep(1)
+
+
+def flwr_run(cell: Cell, *, app: Path, superlink: str, results: Path, timeout: float) -> Path:
+    """Submit ``cell`` to the SuperLink with ``flwr run`` and wait for its capture; returns the capture dir."""
+    capture_dir = results / FEDERATION_DIR / cell.key
+    with tempfile.TemporaryDirectory(prefix="fedsyn-flwr-") as home:
+        Path(home, deployment.CONFIG_FILE).write_text(deployment.flower_config(CONNECTION, superlink))
+        overrides = Path(home, "run_config.toml")
+        overrides.write_text(deployment.run_config_toml(run_config(cell, results / FEDERATION_DIR)))
+        env = {**os.environ, **deployment.ENVIRONMENT, "FLWR_HOME": home}
+        command = deployment.flwr_run_command(app, CONNECTION, overrides)
+        done = subprocess.run(command, env=env, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise DeploymentError(f"{' '.join(command)} exited with {done.returncode}")
+    summary = capture_dir / SUMMARY_FILE
+    deadline = time.monotonic() + timeout
+    while not (summary.is_file() and json.loads(summary.read_text()).get("completed")):
+        if time.monotonic() > deadline:
+            raise DeploymentError(f"the run ended but {capture_dir} holds no complete capture")
+        time.sleep(1)
+    return capture_dir
+
+
+def run_deployment(
+    config: Path, *, superlink: str, results: Path, cell_index: int = 0, app: Path = Path("."), timeout: float = 3600
+) -> Path:
+    """Federate one cell of ``config`` on the SuperLink, attack it, store and report; returns report.html."""
+    from fedsyn.report import build_report
+    from fedsyn.sweep.store import open_store
+
+    from .evaluator import attack_capture
+
+    experiment = load_config(config)
+    cells = expand(experiment)
+    if not 0 <= cell_index < len(cells):
+        raise DeploymentError(f"--cell {cell_index} is not in 0..{len(cells) - 1} for {config}")
+    cell = cells[cell_index]
+    results = results.resolve()
+    started = time.monotonic()
+    wait_for_port(superlink, timeout=120)
+    capture_dir = flwr_run(cell, app=app.resolve(), superlink=superlink, results=results, timeout=timeout)
+    attack_dir = results / ATTACK_DIR
+    rows = attack_capture(capture_dir, attack=cell.attack, out=attack_dir)
+    for row in rows:
+        if row.get("image_path"):
+            row["image_path"] = (attack_dir / row["image_path"]).relative_to(results).as_posix()
+    rounds = json.loads((capture_dir / SUMMARY_FILE).read_text())["rounds"]
+    with open_store(results) as store:
+        store.set_meta("config", experiment.model_dump_json())
+        store.commit_cell(cell, rows, rounds=rounds, seconds=time.monotonic() - started)
+    return build_report(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fedsyn.federation.runner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="experiment YAML")
+    parser.add_argument("--superlink", required=True, help="the SuperLink's address, host:port")
+    parser.add_argument("--results", type=Path, required=True, help="results folder shared with the SuperLink")
+    parser.add_argument("--cell", type=int, default=0, help="index of the cell to run (fedsyn sweep --dry-run)")
+    parser.add_argument("--app", type=Path, default=Path("."), help="the Flower App folder (holds pyproject.toml)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run")
+    args = parser.parse_args(argv)
+    report = run_deployment(
+        args.config,
+        superlink=args.superlink,
+        results=args.results,
+        cell_index=args.cell,
+        app=args.app,
+        timeout=args.timeout,
+    )
+    print(f"report written to {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""A client's work in one round: local training from the global arrays, defenses, the reply's arrays.
+
+METHODS.md, "The federated protocol": the client trains ``local_steps`` SGD steps of ``batch_size``
+images chosen by ``fedsyn.data.batch_indices`` from its partition for this round, with FL scaling the
+gradients before each step and WR after steps (``fedsyn.biomod.attach``), then sends
+
+- capture ``update``: ``w_local - w_global`` for every ``state_dict`` entry (parameters and buffers);
+- capture ``gradient`` (one local step): the FL-scaled gradient of that step's batch per parameter,
+  without taking the step (the paper's own experiment).
+
+Client-side defenses act on the floating-point arrays of that reply before it is sent.
+
+Everything here is a pure function of (cell, partition, round, global arrays): the test suite and the
+evaluator recompute a client's reply or batch outside Flower and get the same tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedsyn.biomod import attach, scale_gradients
+from fedsyn.data import ImageDataset, batch_indices
+from fedsyn.defenses import apply_defenses
+from fedsyn.seeding import derive_seed
+from fedsyn.sweep.grid import Cell
+
+from .cell_model import client_model
+
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class LocalHyper:
+    """The local training the server asked for in a round (sent in the train message's config)."""
+
+    steps: int
+    lr: float
+    batch_size: int
+    capture: str
+
+    @classmethod
+    def from_cell(cls, cell: Cell) -> LocalHyper:
+        spec = cell.federation
+        return cls(spec.local_steps, spec.lr, spec.batch_size, spec.capture)
+
+
+@dataclass
+class LocalResult:
+    """A client's reply arrays (name -> tensor) and what it reports about them."""
+
+    arrays: dict[str, torch.Tensor]
+    loss: float
+    rejuvenated: int
+    num_examples: int
+    defense_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def round_batches(
+    cell: Cell, partition_indices: np.ndarray, *, partition_id: int, round: int, hyper: LocalHyper
+) -> list[np.ndarray]:
+    """Dataset indices of each local step's batch in ``round``."""
+    seed = derive_seed(cell.seed, "batch", partition_id)
+    return [
+        batch_indices(partition_indices, round=round, step=step, batch_size=hyper.batch_size, seed=seed)
+        for step in range(hyper.steps)
+    ]
+
+
+def optimizer_steps(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> list[float]:
+    """One optimizer step per batch on the mean cross-entropy; returns the loss of each step."""
+    losses = []
+    for inputs, labels in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def local_update(
+    model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float
+) -> tuple[dict[str, torch.Tensor], float, int]:
+    """Train ``model`` in place with SGD (FL and WR attached); returns ``w_local - w_global`` per
+    ``state_dict`` entry, the mean loss and the number of rejuvenated weights."""
+    start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    with attach(optimizer, model) as handle:
+        losses = optimizer_steps(model, optimizer, batches)
+        rejuvenated = handle.rejuvenated_total
+    update = {name: tensor.detach() - start[name] for name, tensor in model.state_dict().items()}
+    return update, float(np.mean(losses)), rejuvenated
+
+
+def batch_gradient(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The FL-scaled gradient of the mean cross-entropy on one batch, per parameter name."""
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(inputs), labels)
+    loss.backward()
+    scale_gradients(model)
+    gradient = {
+        name: param.grad.detach().clone() if param.grad is not None else torch.zeros_like(param)
+        for name, param in model.named_parameters()
+    }
+    return gradient, float(loss.detach())
+
+
+def defend(
+    cell: Cell, arrays: dict[str, torch.Tensor], *, partition_id: int, round: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The single call site of the client-side update defenses (``fedsyn.defenses``) on a reply.
+
+    The arrays go through ``apply_defenses`` in reply order (the transforms leave integer buffers such as
+    BatchNorm's step counter alone), seeded with ``derive_seed(seed, "defense", partition_id, round)``.
+    Returns the defended arrays and what the defenses report (e.g. ``clip_noise.epsilon``).
+    """
+    if not cell.defense.steps:
+        return arrays, {}
+    names = list(arrays)
+    defended = apply_defenses(
+        cell.defense, [arrays[name] for name in names], seed=derive_seed(cell.seed, "defense", partition_id, round)
+    )
+    return dict(zip(names, defended.tensors)), dict(defended.metrics)
+
+
+def client_round(
+    cell: Cell,
+    global_state: dict[str, torch.Tensor],
+    *,
+    train: ImageDataset,
+    partition_indices: np.ndarray,
+    partition_id: int,
+    round: int,
+    hyper: LocalHyper,
+) -> LocalResult:
+    """Everything a client computes in one round, from the global arrays to the (defended) reply."""
+    model = client_model(cell, partition_id, round, train.num_classes, train.in_shape)
+    model.load_state_dict(global_state, strict=True)
+    model.train()
+    chosen = round_batches(cell, partition_indices, partition_id=partition_id, round=round, hyper=hyper)
+    batches = [train.batch(indices) for indices in chosen]
+    if hyper.capture == "gradient":
+        if hyper.steps != 1:
+            raise ValueError(f"capture 'gradient' is the gradient of one batch; got local steps {hyper.steps}")
+        arrays, loss = batch_gradient(model, *batches[0])
+        rejuvenated = 0
+    else:
+        arrays, loss, rejuvenated = local_update(model, batches, hyper.lr)
+    arrays, defense_metrics = defend(cell, arrays, partition_id=partition_id, round=round)
+    return LocalResult(arrays, loss, rejuvenated, len(partition_indices), defense_metrics)
+
+
+def evaluate(model: nn.Module, data: ImageDataset, indices: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` (eval mode) on ``data[indices]``; (0, 0) when empty."""
+    if len(indices) == 0:
+        return 0.0, 0.0
+    model.eval()
+    correct, total_loss = 0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(indices), EVAL_BATCH):
+            inputs, labels = data.batch(indices[start : start + EVAL_BATCH])
+            logits = model(inputs)
+            total_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+    return correct / len(indices), total_loss / len(indices)

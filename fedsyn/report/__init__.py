@@ -1,0 +1,79 @@
+"""Reports of a results directory: the paper-style tables, privacy against utility, image grids, HTML.
+
+``build_report(DIR)`` reads ``DIR/results.db`` (read-only: it may run while the sweep is still going) and
+writes::
+
+    DIR/report.html                 everything below, images inline, readable offline
+    DIR/report/table_<metric>.md    one paper-style table per (defense, attacker)
+    DIR/report/table_<metric>.csv   the same cells, one CSV line each (mean, std, n, most_private, missing)
+    DIR/report/privacy_utility.csv  per finished cell and attacker: the score and the final test accuracy
+    DIR/report/privacy_utility.png  the scatter of the two
+    DIR/report/grids/*.png          true images and reconstructions per combination
+
+and prints the tables to the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fedsyn.sweep.store import open_store
+
+from .grids import image_grids
+from .html import write_html
+from .plots import privacy_utility_plot
+from .tables import (
+    REPORT_METRICS,
+    check_metric,
+    paper_tables,
+    privacy_utility,
+    to_markdown,
+    to_text,
+    write_tables_csv,
+    write_utility_csv,
+)
+
+REPORT_DIR = "report"
+REPORT_HTML = "report.html"
+
+
+def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
+    """Write the report of ``results_dir`` (see the module docstring); returns the path of ``report.html``."""
+    check_metric(metric)
+    results_dir = Path(results_dir)
+    with open_store(results_dir, readonly=True) as store:
+        rows = store.results()
+        cells = store.cells()
+        config = store.meta("config")
+    title = f"fedsyn report: {json.loads(config).get('name', results_dir.name) if config else results_dir.name}"
+    out = results_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+
+    tables = paper_tables(rows, metric, cells)
+    (out / f"table_{metric}.md").write_text(f"# {title}\n\n" + "\n".join(to_markdown(t) for t in tables))
+    write_tables_csv(tables, out / f"table_{metric}.csv")
+    points = privacy_utility(rows, cells, metric)
+    write_utility_csv(points, metric, out / "privacy_utility.csv")
+    scatter = privacy_utility_plot(points, metric, out / "privacy_utility.png")
+    grids = image_grids(rows, results_dir, out / "grids")
+    html_path = write_html(
+        results_dir / REPORT_HTML,
+        title=title,
+        metric=metric,
+        tables=tables,
+        points=points,
+        scatter=scatter,
+        grids=grids,
+        cells=cells,
+    )
+    for table in tables:
+        print(to_text(table), file=sys.stdout)
+    failed = sum(1 for c in cells if c["status"] == "failed")
+    if failed:
+        print(f"{failed} cell(s) failed; see {html_path} (run the sweep again to retry them)")
+    return html_path
+
+
+__all__ = ["REPORT_METRICS", "build_report"]

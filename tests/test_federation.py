@@ -1,0 +1,289 @@
+"""The federation on Flower's real simulation engine: 4 clients x 2 rounds of a small ConvNet with
+FL+WR+WS, one client replying NaN (``federation.faulty_clients``, the fault-injection switch). The
+federation runs once per dataset through ``fedsyn federate`` (photos always, CIFAR-10 when
+FEDSYN_CIFAR10_DIR points at the JPEG export); the tests read its capture and attack it with
+``fedsyn attack``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+
+from fedsyn.cli import main
+from fedsyn.defenses import DefenseSet, apply_defenses
+from fedsyn.federation.capture import Capture, CaptureError, CaptureWriter
+from fedsyn.federation.client_data import client_partitions, dataset_spec, load_split
+from fedsyn.federation.evaluator import ROWS_FILE
+from fedsyn.federation.settings import (
+    RunConfigError,
+    parse_node_config,
+    parse_run_config,
+    run_config,
+)
+from fedsyn.federation.strategy import reply_problem, triage
+from fedsyn.biomod import fuzzy_factors
+from fedsyn.federation.cell_model import client_model
+from fedsyn.federation.training import LocalHyper, client_round, round_batches
+from fedsyn.seeding import derive_seed
+from fedsyn.sweep.grid import Cell, expand
+from fedsyn.sweep.schema import parse_config
+
+CLIENTS, ROUNDS, FAULTY = 4, 2, 3
+
+
+def experiment(dataset: dict, **federation: object) -> dict:
+    return {
+        "name": "test-federation",
+        "seed": 3,
+        "dataset": dataset,
+        "models": [{"name": "convnet", "options": {"width": 8}}],
+        "biomod": {"combos": ["fl+wr+ws"]},
+        "federation": {
+            "clients": CLIENTS,
+            "rounds": ROUNDS,
+            "local_steps": 2,
+            "batch_size": 4,
+            "eval_samples": 64,
+            "faulty_clients": [FAULTY],
+            **federation,
+        },
+        "attack": {"clients": [0, FAULTY], "rounds": [1], "inversion": {"iterations": 2, "restarts": 1}},
+    }
+
+
+def make_cell(data: dict, **federation: object) -> Cell:
+    return expand(parse_config(experiment(data, **federation)))[0]
+
+
+@pytest.fixture(scope="module", params=["photos", "cifar10"])
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Capture:
+    """One federation per dataset, through ``fedsyn federate``; returns its capture."""
+    if request.param == "photos":
+        data = {"name": "photos", "options": {"per_class": 40}}
+    else:
+        data = {"name": "imagefolder", "root": str(request.getfixturevalue("cifar10_dir"))}
+    folder = tmp_path_factory.mktemp(f"federation-{request.param}")
+    config = folder / "experiment.yaml"
+    config.write_text(yaml.safe_dump(experiment(data)))
+    assert main(["federate", str(config), "--out", str(folder / "federation")]) == 0
+    (capture_dir,) = (folder / "federation").iterdir()
+    return Capture(capture_dir)
+
+
+def test_every_round_completes_with_test_accuracy(run: Capture) -> None:
+    assert run.completed
+    rounds = run.summary["rounds"]
+    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    for summary in rounds:
+        assert 0.0 <= summary["accuracy"] <= 1.0 and math.isfinite(summary["loss"])
+        assert (summary["accepted"], summary["rejected"]) == (CLIENTS - 1, 1)
+
+
+def test_round_one_is_captured(run: Capture) -> None:
+    assert (run.directory / "global_r1.pt").is_file()
+    round_one = [e for e in run.entries if e.round == 1]
+    assert sorted(e.partition_id for e in round_one) == list(range(CLIENTS))
+    assert len({e.node_id for e in round_one}) == CLIENTS
+    for entry in round_one:
+        name = f"update_r1_p{entry.partition_id}.pt" if entry.ok else f"rejected_r1_n{entry.node_id}.pt"
+        assert entry.file == name and (run.directory / name).is_file()
+        assert (entry.capture, entry.steps, entry.lr, entry.batch_size) == ("update", 2, 0.01, 4)
+        assert entry.config_hash == run.cell.key
+        assert set(entry.shapes) == set(run.global_state(1))
+
+
+@pytest.mark.parametrize("round", [1, 2])
+def test_captured_update_equals_what_the_client_computed(run: Capture, round: int) -> None:
+    """Recompute each honest client's reply outside Flower, from the captured global arrays."""
+    cell = run.cell
+    train = load_split(dataset_spec(cell), "train")
+    parts = client_partitions(cell, train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the clients ran with client-threads = 1; CPU kernels are exact per thread count
+    try:
+        for partition_id in range(CLIENTS):
+            if partition_id == FAULTY:
+                continue
+            result = client_round(
+                cell,
+                run.global_state(round),
+                train=train,
+                partition_indices=parts[partition_id],
+                partition_id=partition_id,
+                round=round,
+                hyper=LocalHyper.from_cell(cell),
+            )
+            captured = run.tensors(run.entry(round, partition_id))
+            assert captured.keys() == result.arrays.keys()
+            for name, tensor in result.arrays.items():
+                assert torch.equal(captured[name], tensor), f"partition {partition_id}, {name}"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_next_global_is_fedavg_of_the_accepted_updates(run: Capture) -> None:
+    accepted = [e for e in run.entries if e.round == 1 and e.ok]
+    assert FAULTY not in [e.partition_id for e in accepted]
+    weights = np.array([e.num_examples for e in accepted], dtype=np.float64)
+    weights /= weights.sum()
+    before, after = run.global_state(1), run.global_state(2)
+    for name, start in before.items():
+        mean = sum(w * run.tensors(e)[name].double() for w, e in zip(weights, accepted))
+        expected = start.double() + mean
+        if start.is_floating_point():
+            torch.testing.assert_close(after[name].double(), expected, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(after[name], expected.round().to(start.dtype)), name
+
+
+def test_client_returning_nan_is_rejected_while_the_round_completes(run: Capture) -> None:
+    faulty = [e for e in run.entries if e.partition_id == FAULTY]
+    assert len(faulty) == ROUNDS
+    for entry in faulty:
+        assert entry.status == "rejected" and "NaN" in entry.reason
+        assert torch.isnan(run.tensors(entry)["0.0.weight"]).all()
+    assert all(e.ok for e in run.entries if e.partition_id != FAULTY)
+
+
+def test_attack_one_client_on_a_small_budget(run: Capture, tmp_path: Path) -> None:
+    assert main(["attack", str(run.directory), "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / ROWS_FILE).read_text().splitlines()]
+    by_client = {row["partition_id"]: row for row in rows}
+    assert set(by_client) == {0, FAULTY}
+    ok = by_client[0]
+    assert ok["status"] == "ok", ok["error"]
+    assert ok["cell_key"] == run.cell.key and ok["iterations"] == 2 and ok["labels"] == "known"
+    for metric in ("mse", "psnr", "ssim", "mse_pct", "label_acc"):
+        assert math.isfinite(ok[metric]), metric
+    assert ok["lpips"] is not None or ok["lpips_missing"]
+    assert (tmp_path / ok["image_path"]).is_file()
+    rejected = by_client[FAULTY]
+    assert rejected["status"] == "rejected" and "NaN" in rejected["error"] and rejected["mse"] is None
+
+
+def _metadata() -> Metadata:
+    """Metadata of a reply from node 7 (what a SuperLink would fill in)."""
+    return Metadata(
+        run_id=1,
+        message_id="reply",
+        src_node_id=7,
+        dst_node_id=1,
+        reply_to_message_id="train",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
+
+
+def _reply(arrays: dict[str, np.ndarray], metrics: dict[str, float]) -> Message:
+    tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
+    content = RecordDict({"arrays": ArrayRecord(tensors), "metrics": MetricRecord(metrics)})
+    return Message(content=content, metadata=_metadata())
+
+
+def test_reply_checks_name_the_problem() -> None:
+    expected = {"w": (2, 3), "b": (2,)}
+    good = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
+    metrics = {"num-examples": 5, "partition-id": 0}
+    assert reply_problem(_reply(good, metrics), expected) is None
+    assert "wrong shapes: w" in reply_problem(_reply({**good, "w": np.zeros((3, 2), np.float32)}, metrics), expected)
+    assert "missing ['b']" in reply_problem(_reply({"w": good["w"]}, metrics), expected)
+    assert "Inf" in reply_problem(_reply({**good, "b": np.array([1.0, np.inf], np.float32)}, metrics), expected)
+    assert "partition-id" in reply_problem(_reply(good, {"num-examples": 5}), expected)
+    assert "num-examples must be positive" in reply_problem(_reply(good, {**metrics, "num-examples": 0}), expected)
+    failed = Message(error=Error(code=3, reason="boom"), metadata=_metadata())
+    assert "boom" in reply_problem(failed, expected)
+
+
+def test_triage_rejects_a_repeated_partition_and_odd_metrics() -> None:
+    expected = {"w": (2,)}
+    arrays = {"w": np.ones(2, np.float32)}
+    replies = [
+        _reply(arrays, {"num-examples": 5, "partition-id": 0}),
+        _reply(arrays, {"num-examples": 5, "partition-id": 0}),
+        _reply(arrays, {"num-examples": 5, "partition-id": 1, "extra": 1.0}),
+        _reply({"w": np.full(2, np.nan, np.float32)}, {"num-examples": 5, "partition-id": 2}),
+        _reply(arrays, {"num-examples": 5, "partition-id": 3}),
+    ]
+    reasons = [reason for _, reason in triage(replies, expected)]
+    assert reasons[0] is None and reasons[4] is None
+    assert "partition 0 already replied" in reasons[1]
+    assert "metric names" in reasons[2] and "NaN" in reasons[3]
+
+
+def test_run_and_node_config_errors_name_the_key(tmp_path: Path) -> None:
+    cell = make_cell({"name": "photos"})
+    settings = parse_run_config(run_config(cell, tmp_path, client_threads=2))
+    assert settings.cell == cell and settings.client_threads == 2
+    assert settings.capture_dir == tmp_path / cell.key
+    with pytest.raises(RunConfigError, match="unknown run config key"):
+        parse_run_config({"num-server-rounds": 3})
+    with pytest.raises(RunConfigError, match="names no experiment"):
+        parse_run_config({})
+    with pytest.raises(RunConfigError, match="client-threads must be an integer"):
+        parse_run_config({**run_config(cell, tmp_path), "client-threads": "one"})
+    with pytest.raises(RunConfigError, match="num-partitions=2 but the cell federates 4"):
+        parse_node_config({"partition-id": 0, "num-partitions": 2}, CLIENTS)
+    with pytest.raises(RunConfigError, match="partition-id"):
+        parse_node_config({}, CLIENTS)
+
+
+def test_capture_writer_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a capture")
+    with pytest.raises(CaptureError, match="holds no capture"):
+        CaptureWriter.create(tmp_path, make_cell({"name": "photos"}))
+    with pytest.raises(CaptureError, match="cell.json is missing"):
+        Capture(tmp_path)
+
+
+def test_gradient_capture_is_the_fl_scaled_gradient_of_one_batch() -> None:
+    cell = make_cell({"name": "photos", "options": {"per_class": 20}}, capture="gradient", local_steps=1)
+    train = load_split(dataset_spec(cell), "train")
+    part = client_partitions(cell, train)[1]
+    hyper = LocalHyper.from_cell(cell)
+    model = client_model(cell, 1, 2, train.num_classes, train.in_shape)
+    start = {name: t.clone() for name, t in model.state_dict().items()}
+    result = client_round(cell, start, train=train, partition_indices=part, partition_id=1, round=2, hyper=hyper)
+    (indices,) = round_batches(cell, part, partition_id=1, round=2, hyper=hyper)
+    model.train()
+    inputs, labels = train.batch(indices)
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(inputs), labels), list(params.values()))
+    factors = fuzzy_factors(model)
+    assert set(result.arrays) == set(params) and factors
+    for (name, param), grad in zip(params.items(), grads):
+        expected = grad * factors[name] if name in factors else grad
+        torch.testing.assert_close(result.arrays[name], expected, rtol=0, atol=0)
+    assert result.rejuvenated == 0
+
+
+def test_client_defenses_transform_the_reply() -> None:
+    """The reply is the client's update passed through ``apply_defenses`` with the client's round seed."""
+    data = experiment({"name": "photos", "options": {"per_class": 20}})
+    data["defenses"] = [[{"type": "clip_noise", "clip": 0.05, "noise_multiplier": 0.5}]]
+    cell = expand(parse_config(data))[0]
+    plain = cell.model_copy(update={"defense": DefenseSet()})
+    train = load_split(dataset_spec(cell), "train")
+    part = client_partitions(cell, train)[2]
+    state = client_model(cell, 2, 1, train.num_classes, train.in_shape).state_dict()
+
+    def reply(of: Cell) -> object:
+        hyper = LocalHyper.from_cell(of)
+        return client_round(of, state, train=train, partition_indices=part, partition_id=2, round=1, hyper=hyper)
+
+    defended, undefended = reply(cell), reply(plain)
+    seed = derive_seed(cell.seed, "defense", 2, 1)
+    expected = apply_defenses(cell.defense, list(undefended.arrays.values()), seed=seed)
+    for (name, tensor), want in zip(defended.arrays.items(), expected.tensors):
+        assert torch.equal(tensor, want), name
+    assert defended.defense_metrics["clip_noise.clipped"] == 1.0 and defended.defense_metrics["clip_noise.epsilon"] > 0
+    assert torch.equal(defended.arrays["0.1.num_batches_tracked"], undefended.arrays["0.1.num_batches_tracked"])

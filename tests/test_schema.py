@@ -1,0 +1,145 @@
+"""The experiment schema rejects bad configs with the field named, and grid expansion is stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedsyn.cli import main
+from fedsyn.sweep.grid import expand
+from fedsyn.sweep.schema import COMBOS, ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "tiny",
+    "dataset": {"name": "photos"},
+    "models": ["convnet", "lenet"],
+    "trained": [0, 2],
+    "biomod": {"combos": "all"},
+    "federation": {"clients": 2, "rounds": 1},
+    "defenses": ["none", {"type": "prune", "fraction": 0.5}],
+}
+
+
+def config(**changes):
+    data = {**BASE, **changes}
+    return parse_config(data, "test.yaml")
+
+
+def error_of(data) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.yaml")
+    return str(info.value)
+
+
+def test_unknown_top_level_key_is_named():
+    message = error_of({**BASE, "federaton": {"clients": 2}})
+    assert "federaton" in message and "test.yaml" in message
+
+
+def test_unknown_nested_key_is_named_with_its_path():
+    message = error_of({**BASE, "federation": {"clients": 2, "round": 3}})
+    assert "federation.round" in message
+
+
+def test_bad_combination_lists_the_allowed_ones():
+    message = error_of({**BASE, "biomod": {"combos": ["fl", "fl+xx"]}})
+    assert "biomod.combos" in message and "'fl+xx'" in message
+    assert all(combo in message for combo in COMBOS)
+
+
+def test_bad_model_lists_the_known_models():
+    message = error_of({**BASE, "models": ["resnet21"]})
+    assert "models.0.name" in message and "'resnet21'" in message
+    assert "resnet20" in message and "alexnet" in message
+
+
+def test_bad_defense_type_lists_the_allowed_types():
+    message = error_of({**BASE, "defenses": [{"type": "blur", "sigma": 1}]})
+    assert "defenses.0" in message and "'blur'" in message
+    for name in ("clip_noise", "dpsgd", "prune", "quantize", "secagg"):
+        assert name in message
+
+
+def test_bad_closed_choice_lists_allowed_values():
+    message = error_of({**BASE, "federation": {"capture": "weights"}})
+    assert "federation.capture" in message and "'update'" in message and "'gradient'" in message
+
+
+def test_rounds_outside_the_federation_are_rejected():
+    assert "attack.rounds" in error_of({**BASE, "attack": {"rounds": [3]}})
+    assert "capture_rounds" in error_of({**BASE, "federation": {"rounds": 2, "capture_rounds": [5]}})
+
+
+def test_top_level_must_be_a_mapping():
+    assert "mapping" in error_of(["not", "a", "mapping"])
+
+
+def test_load_config_names_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [convnet\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_env_references_are_expanded_in_load_config(tmp_path, monkeypatch):
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.safe_dump({"models": ["convnet"], "dataset": {"name": "imagefolder", "root": "${FEDSYN_TEST_ROOT}/cifar"}}))
+    monkeypatch.setenv("FEDSYN_TEST_ROOT", str(tmp_path))
+    assert load_config(path).dataset.root == tmp_path / "cifar"
+    monkeypatch.delenv("FEDSYN_TEST_ROOT")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "dataset.root" in str(info.value) and "FEDSYN_TEST_ROOT" in str(info.value)
+
+
+def test_expansion_counts_and_order():
+    cells = expand(config())
+    assert len(cells) == 2 * 2 * 8 * 2
+    order = [(c.model.name, c.trained, c.combo, c.defense.name) for c in cells]
+    expected = [
+        (model, trained, combo, defense)
+        for model in ("convnet", "lenet")
+        for trained in (0, 2)
+        for combo in COMBOS
+        for defense in ("none", "prune")
+    ]
+    assert order == expected
+    for cell in cells:
+        methods = set() if cell.combo == "none" else set(cell.combo.split("+"))
+        assert (cell.biomod.fl, cell.biomod.wr, cell.biomod.ws) == tuple(m in methods for m in ("fl", "wr", "ws"))
+
+
+def test_keys_are_unique_stable_and_content_addressed():
+    first = {(c.model.name, c.trained, c.combo, c.defense.name): c.key for c in expand(config())}
+    again = {(c.model.name, c.trained, c.combo, c.defense.name): c.key for c in expand(config())}
+    assert first == again and len(set(first.values())) == len(first)
+    subset = expand(config(biomod={"combos": ["fl+ws", "none"]}, models=["lenet"]))
+    assert {c.key for c in subset} <= set(first.values())
+    reseeded = expand(config(seed=1))
+    assert not {c.key for c in reseeded} & set(first.values())
+
+
+def test_duplicate_grid_points_are_rejected():
+    with pytest.raises(ValueError, match="same cell twice"):
+        expand(config(trained=[0, 0]))
+
+
+@pytest.mark.parametrize(("name", "cells"), [("quickstart.yaml", 8), ("table3.yaml", 64), ("table3-cpu.yaml", 64)])
+def test_shipped_configs_validate(name, cells, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDSYN_CIFAR10_DIR", str(tmp_path))
+    assert len(expand(load_config(REPO / "configs" / name))) == cells
+
+
+def test_dry_run_prints_one_line_per_cell(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "64 cells" and len(lines) == 65
+    assert not (tmp_path / "out").exists()
