@@ -17,6 +17,12 @@ backward pass to the images only. Several restarts run as one vectorised computa
 computes every restart's parameter gradient (or unrolled update) under ``vmap``, so a batch of R
 restarts costs one wider pass instead of R passes (``restart_mode="sequential"`` runs them one after
 the other instead, like breaching does).
+
+Memory layout. For a single image on the CPU, PyTorch's convolution heuristics send small NCHW
+convolutions to a slow single-threaded path; in channels-last layout they go to oneDNN. On an
+untrained ResNet20 with one image this cut the time per iteration by about 13% (23.0 -> 19.9 ms on an
+idle 2-core machine) while it made no difference on the ConvNet, whose large convolutions use oneDNN
+anyway. ``AttackConfig.channels_last=None`` therefore turns it on for one image per restart on the CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .labels import recover_labels
 from .objectives import Matcher, flatten, total_variation
 from .progress import Progress
 from .replica import last_layer_index, parameter_names, replica, task_loss
-from .targets import check_factors, check_target, label_signal, matched_signal
+from .targets import check_factors, check_target, check_tensors, label_signal, matched_signal
 from .unroll import unrolled_update
 
 # evaluate(x) -> (objective per restart, matching loss per restart, d objective / dx)
@@ -69,6 +75,7 @@ def reconstruct(
     update: LocalUpdate | None = None,
     fl_factors: Sequence[torch.Tensor | None] | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    mask: Sequence[torch.Tensor | None] | None = None,
 ) -> Reconstruction:
     """Reconstruct the ``num_images`` images behind ``target``.
 
@@ -77,14 +84,17 @@ def reconstruct(
     attacker's knowledge of the labels; ``None`` recovers them (``config.label_strategy``).
     ``fl_factors`` (aligned with the parameters, ``None`` for unscaled ones) are the shared FL factors an
     informed attacker knows. ``mean``/``std`` are the per-channel normalisation the model expects;
-    ``image_shape`` defaults to (channels, 32, 32).
+    ``image_shape`` defaults to (channels, 32, 32). ``mask`` (bool tensors aligned with the parameters,
+    ``None`` for "keep all") limits the matching to the entries it keeps.
     """
     config = config if config is not None else AttackConfig()
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
     device = config.torch_device()
     with _threads(config.threads):
-        return _Attack(model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, device).run()
+        return _Attack(
+            model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, device
+        ).run()
 
 
 @contextlib.contextmanager
@@ -108,12 +118,15 @@ def _channel_vector(name: str, values: Sequence[float] | torch.Tensor, device: t
 class _Attack:
     """One call of :func:`reconstruct`: the checked inputs, then the restarts."""
 
-    def __init__(self, model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, device):
+    def __init__(self, model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, device):
         self.config = config
         self.device = device
         self.update = update
         self.num_images = num_images
-        self.net = replica(model, config, device)
+        self.channels_last = config.channels_last
+        if self.channels_last is None:
+            self.channels_last = device.type == "cpu" and num_images == 1
+        self.net = replica(model, config, device, channels_last=self.channels_last)
         self.names = parameter_names(self.net)
         checked = [t.to(device) for t in check_target(model, target)]
         factors = None
@@ -139,7 +152,9 @@ class _Attack:
         else:
             self.labels = self._given_labels(labels, classes)
             self.label_source = "given"
-        self.matcher = Matcher(config.objective, matched)
+        if mask is not None:
+            mask = check_tensors(model, mask, "mask", allow_none=True)
+        self.matcher = Matcher(config.objective, matched, mask)
         self.tv = config.tv_weight
         box = (1, 1, channels, 1, 1)
         self.low = ((0 - self.mean) / self.std).view(box)
@@ -218,10 +233,14 @@ class _Attack:
         shape = (self.config.restarts, self.num_images, *self.image_shape)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         if self.config.init == "randn":
-            return torch.randn(shape, generator=generator, device=self.device)
-        if self.config.init == "rand":
-            return torch.rand(shape, generator=generator, device=self.device) * 2 - 1
-        return torch.zeros(shape, device=self.device)
+            start = torch.randn(shape, generator=generator, device=self.device)
+        elif self.config.init == "rand":
+            start = torch.rand(shape, generator=generator, device=self.device) * 2 - 1
+        else:
+            start = torch.zeros(shape, device=self.device)
+        if self.channels_last:  # same values, each image stored (H, W, C)
+            start = start.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        return start
 
     def _optimise(self, evaluate: Evaluate, start: torch.Tensor, progress: Progress, done_before: int):
         cfg = self.config
@@ -297,8 +316,10 @@ class _Attack:
             "labels": self.label_source,
             "target": _target_kind(self.update),
             "informed": bool(self.factors),
+            "masked": self.matcher.index is not None,
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "channels_last": self.channels_last,
             "seed": cfg.seed,
         }
         return Reconstruction(images=images.detach().cpu(), labels=self.labels.cpu(), stats=stats)

@@ -44,16 +44,33 @@ class Matcher:
     - ``cosine_layerwise``: one minus the mean over parameters of each parameter's cosine; parameters
       whose target is all zero (untouched by the client) are left out of the mean.
     - ``l2``: ``|s - t|^2``, the squared Euclidean distance of Zhu et al. (2019), "Deep Leakage".
+
+
+    ``mask`` (bool, aligned with ``target``, ``None`` entries keep everything) restricts the comparison
+    to the kept entries: an informed attacker drops entries it knows carry no image information (see
+    :mod:`attacks.informed`).
     """
 
-    def __init__(self, kind: Objective, target: Sequence[torch.Tensor]) -> None:
+    def __init__(
+        self, kind: Objective, target: Sequence[torch.Tensor], mask: Sequence[torch.Tensor | None] | None = None
+    ) -> None:
         self.kind = kind
-        self.target = flatten(target)
+        self.index = None
+        parts = list(target)
+        if mask is not None:
+            keep = [torch.ones_like(t, dtype=torch.bool) if m is None else m.to(t.device, torch.bool) for t, m in zip(target, mask)]
+            self.index = flatten(keep).nonzero().squeeze(1)
+            parts = [t[k] for t, k in zip(target, keep)]
+        self.target = flatten(parts)
+        if not self.target.any():
+            raise ValueError("the target is zero on every kept entry: there is nothing to match")
         self.unit = self.target / self.target.norm().clamp_min(_TINY)
-        self.sizes = [t.numel() for t in target]
-        self.live = [bool(t.any()) for t in target]
+        self.sizes = [t.numel() for t in parts]
+        self.live = [bool(t.any()) for t in parts]
 
     def __call__(self, signal: torch.Tensor) -> torch.Tensor:
+        if self.index is not None:
+            signal = signal.index_select(-1, self.index)
         if self.kind == "cosine":
             return 1 - (signal @ self.unit) * torch.rsqrt((signal * signal).sum(-1).clamp_min(_TINY))
         if self.kind == "l2":

@@ -30,11 +30,12 @@ from fedsyn.federation.settings import (
 )
 from fedsyn.federation.strategy import reply_problem, triage
 from fedsyn.biomod import fuzzy_factors
-from fedsyn.federation.cell_model import client_model
-from fedsyn.federation.training import LocalHyper, client_round, round_batches
+from fedsyn.federation.cell_model import client_model, server_model
+from fedsyn.federation.training import LocalHyper, client_round, local_update, round_batches
 from fedsyn.seeding import derive_seed
 from fedsyn.sweep.grid import Cell, expand
-from fedsyn.sweep.schema import parse_config
+from fedsyn.sweep.pretrain import pretrain_key
+from fedsyn.sweep.schema import ConfigError, parse_config
 
 CLIENTS, ROUNDS, FAULTY = 4, 2, 3
 
@@ -287,3 +288,54 @@ def test_client_defenses_transform_the_reply() -> None:
         assert torch.equal(tensor, want), name
     assert defended.defense_metrics["clip_noise.clipped"] == 1.0 and defended.defense_metrics["clip_noise.epsilon"] > 0
     assert torch.equal(defended.arrays["0.1.num_batches_tracked"], undefended.arrays["0.1.num_batches_tracked"])
+
+
+def dpsgd_cell(**federation: object) -> Cell:
+    data = experiment({"name": "photos", "options": {"per_class": 20}}, **federation)
+    data["defenses"] = [[{"type": "dpsgd", "max_grad_norm": 0.5, "noise_multiplier": 1.0}]]
+    return expand(parse_config(data))[0]
+
+
+def test_dpsgd_cell_trains_its_clients_with_dp_sgd() -> None:
+    """With ``dpsgd`` every party builds the model without BatchNorm, and the client's local steps are
+    DP-SGD steps: a different update from plain SGD, an epsilon in the reply, same seed same update."""
+    cell = dpsgd_cell()
+    train = load_split(dataset_spec(cell), "train")
+    part = client_partitions(cell, train)[1]
+    hyper = LocalHyper.from_cell(cell)
+    model = client_model(cell, 1, 1, train.num_classes, train.in_shape)
+    undefended = client_model(
+        cell.model_copy(update={"defense": DefenseSet()}), 1, 1, train.num_classes, train.in_shape
+    )
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in undefended.modules())
+    for party in (model, server_model(cell, train.num_classes, train.in_shape)):
+        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in party.modules())
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in party.modules())
+    state = {name: t.clone() for name, t in model.state_dict().items()}
+
+    def reply() -> object:
+        return client_round(cell, state, train=train, partition_indices=part, partition_id=1, round=1, hyper=hyper)
+
+    private, again = reply(), reply()
+    epsilon = private.defense_metrics["dpsgd.epsilon"]
+    assert math.isfinite(epsilon) and epsilon > 0
+    for name, tensor in private.arrays.items():
+        assert torch.equal(tensor, again.arrays[name]), name
+    batches = [train.batch(i) for i in round_batches(cell, part, partition_id=1, round=1, hyper=hyper)]
+    sgd_update, *_ = local_update(model, batches, hyper.lr)
+    assert set(sgd_update) == set(private.arrays)
+    assert any(not torch.allclose(sgd_update[name], private.arrays[name]) for name in sgd_update)
+
+
+def test_dpsgd_with_gradient_capture_is_refused() -> None:
+    with pytest.raises(ConfigError, match="dpsgd.*capture 'gradient'"):
+        dpsgd_cell(capture="gradient", local_steps=1)
+
+
+def test_dpsgd_cells_do_not_share_pretrained_checkpoints_with_batchnorm_cells() -> None:
+    """A DP-SGD cell's architecture has GroupNorm, so its trained checkpoint is cached under its own key."""
+    data = experiment({"name": "photos"})
+    data["trained"] = [1]
+    data["defenses"] = ["none", {"type": "prune", "fraction": 0.5}, {"type": "dpsgd"}]
+    plain, pruned, private = expand(parse_config(data))
+    assert pretrain_key(plain) == pretrain_key(pruned) != pretrain_key(private)

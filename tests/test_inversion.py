@@ -256,7 +256,11 @@ def test_bad_inputs_give_clear_errors(real_batch):
     model = _lenet()
     target = _gradient(model, images[:1], labels[:1], mean, std)
     names = [n for n, _ in model.named_parameters()]
-    run = lambda t, **kw: attacks.reconstruct(model, t, mean=mean, std=std, config=attacks.AttackConfig(iterations=1), **{"num_images": 1, **kw})  # noqa: E731
+
+    def run(t, **kw):
+        kw.setdefault("num_images", 1)
+        return attacks.reconstruct(model, t, mean=mean, std=std, config=attacks.AttackConfig(iterations=1), **kw)
+
     with pytest.raises(ValueError, match=f"first missing: '{names[-1]}'"):
         run(target[:-1])
     with pytest.raises(ValueError, match=f"parameter '{names[0]}' has shape"):
@@ -277,3 +281,24 @@ def test_bad_inputs_give_clear_errors(real_batch):
         attacks.AttackConfig(iterations=0)
     with pytest.raises(ValidationError, match="extra"):
         attacks.AttackConfig(step_size=0.1)
+
+
+def test_mask_limits_the_matching_to_kept_entries(real_batch):
+    images, labels, mean, std = real_batch
+    model = _lenet()
+    target = _gradient(model, images[:1], labels[:1], mean, std)
+    from attacks.objectives import Matcher, flatten
+
+    keep = [torch.rand(t.shape, generator=torch.Generator().manual_seed(i)) > 0.5 for i, t in enumerate(target)]
+    signal = flatten(target) + 0.01 * torch.randn(flatten(target).shape, generator=torch.Generator().manual_seed(9))
+    masked = Matcher("cosine", target, keep)(signal)
+    kept = flatten(keep)
+    direct = 1 - torch.nn.functional.cosine_similarity(signal[kept], flatten(target)[kept], dim=0)
+    torch.testing.assert_close(masked, direct, rtol=1e-4, atol=1e-6)
+    assert torch.equal(Matcher("cosine", target, [None] * len(target))(signal), Matcher("cosine", target)(signal))
+    rec = attacks.reconstruct(model, target, num_images=1, labels=labels[:1], mean=mean, std=std, mask=keep,
+                              config=attacks.AttackConfig(iterations=2))
+    assert rec.stats["masked"] is True
+    with pytest.raises(ValueError, match="mask for parameter"):
+        attacks.reconstruct(model, target, num_images=1, mean=mean, std=std, mask=[k.flatten() for k in keep],
+                            config=attacks.AttackConfig(iterations=1))

@@ -31,7 +31,7 @@ TINY = {
     "seed": 3,
     "dataset": {"name": "photos", "options": {"per_class": 20}},
     "models": [{"name": "convnet", "options": {"width": 4}}],
-    "biomod": {"combos": ["none", "fl", "wr+ws", "fl+wr+ws"]},
+    "biomod": {"combos": ["none", "fl+wr+ws"]},
     "federation": {"clients": 2, "rounds": 1, "batch_size": 2, "eval_samples": 16},
     "attack": {"inversion": {"iterations": 4}},
 }
@@ -177,19 +177,22 @@ def test_ray_cluster_gives_the_same_rows(tiny_config, reference, tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_a_failing_cell_is_recorded_and_retried(tmp_path):
+def test_a_failing_cell_is_recorded_and_retried(reference, tmp_path):
+    """A sweep whose finished cell is already stored (copied from the reference) plus one broken cell."""
     data = {**TINY, "models": [TINY["models"][0], {"name": "lenet", "options": {"bogus": 1}}], "biomod": {"combos": ["none"]}}
     config = parse_config(data)
     good, bad = expand(config)
-    run_sweep(config, tmp_path, progress=False)
-    with open_store(tmp_path, readonly=True) as store:
-        assert store.finished_keys() == {good.key} and store.failed_keys() == {bad.key}
+    out = tmp_path / "failing"
+    shutil.copytree(reference, out)
+    run_sweep(config, out, progress=False)
+    with open_store(out, readonly=True) as store:
+        assert good.key in store.finished_keys() and store.failed_keys() == {bad.key}
         first = {c["cell_key"]: c for c in store.cells()}
-    assert "bogus" in first[bad.key]["error"]
-    assert not (tmp_path / "cells" / bad.key).exists()
+    assert "bogus" in first[bad.key]["error"] and first[bad.key]["attempts"] == 1
+    assert not (out / "cells" / bad.key).exists()
 
-    run_sweep(config, tmp_path, progress=False)
-    with open_store(tmp_path, readonly=True) as store:
+    run_sweep(config, out, progress=False)
+    with open_store(out, readonly=True) as store:
         second = {c["cell_key"]: c for c in store.cells()}
     assert second[bad.key]["attempts"] == 2 and second[bad.key]["status"] == "failed"
     assert second[good.key] == first[good.key]

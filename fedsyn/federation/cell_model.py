@@ -11,14 +11,20 @@ from __future__ import annotations
 from torch import nn
 
 from fedsyn.biomod import convert
+from fedsyn.defenses.dpsgd import prepare_model
 from fedsyn.models import build_model
 from fedsyn.seeding import derive_seed
 from fedsyn.sweep.grid import Cell
 
 
 def plain_model(cell: Cell, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
-    """The unconverted architecture with the cell's initial weights."""
-    return build_model(
+    """The unconverted architecture with the cell's initial weights.
+
+    Every party (server, clients, pretraining, attacker) builds from here, so all agree on the
+    architecture: with DP-SGD in the cell's defense set BatchNorm becomes GroupNorm
+    (``fedsyn.defenses.dpsgd.prepare_model``), otherwise the model is unchanged.
+    """
+    model = build_model(
         cell.model.name,
         num_classes,
         in_shape,
@@ -26,6 +32,7 @@ def plain_model(cell: Cell, num_classes: int, in_shape: tuple[int, int, int]) ->
         seed=derive_seed(cell.seed, "init", cell.model.label),
         **cell.model.options,
     )
+    return prepare_model(model, cell.defense)
 
 
 def fl_seed(cell: Cell, partition_id: int) -> int:

@@ -8,6 +8,11 @@ gradients before each step and WR after steps (``fedsyn.biomod.attach``), then s
 - capture ``gradient`` (one local step): the FL-scaled gradient of that step's batch per parameter,
   without taking the step (the paper's own experiment).
 
+With ``dpsgd`` in the cell's defense set the local steps are DP-SGD steps (``fedsyn.defenses.dpsgd.
+dp_train``: per-sample clipping and Gaussian noise, FL and WR still attached to the optimizer), noise
+seeded with ``derive_seed(seed, "dpsgd", partition_id, round)``; the reply reports that round's
+``dpsgd.epsilon``. The configuration refuses ``dpsgd`` with capture ``gradient``.
+
 Client-side defenses act on the floating-point arrays of that reply before it is sent.
 
 Everything here is a pure function of (cell, partition, round, global arrays): the test suite and the
@@ -26,7 +31,8 @@ from torch import nn
 
 from fedsyn.biomod import attach, scale_gradients
 from fedsyn.data import ImageDataset, batch_indices
-from fedsyn.defenses import apply_defenses
+from fedsyn.defenses import DPSGD, apply_defenses
+from fedsyn.defenses.dpsgd import dp_train
 from fedsyn.seeding import derive_seed
 from fedsyn.sweep.grid import Cell
 
@@ -86,18 +92,56 @@ def optimizer_steps(
     return losses
 
 
+@dataclass(frozen=True)
+class PrivateSteps:
+    """DP-SGD for one client's round: the defense step, its noise seed and the accountant's sample rate."""
+
+    config: DPSGD
+    seed: int
+    sample_rate: float
+
+
 def local_update(
-    model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float
-) -> tuple[dict[str, torch.Tensor], float, int]:
-    """Train ``model`` in place with SGD (FL and WR attached); returns ``w_local - w_global`` per
-    ``state_dict`` entry, the mean loss and the number of rejuvenated weights."""
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    *,
+    private: PrivateSteps | None = None,
+) -> tuple[dict[str, torch.Tensor], float, int, dict[str, float]]:
+    """Train ``model`` in place with SGD (FL and WR attached), or DP-SGD when ``private`` is given;
+    returns ``w_local - w_global`` per ``state_dict`` entry, the mean loss, the number of rejuvenated
+    weights and what DP-SGD reports (``dpsgd.epsilon`` of these steps; empty without it)."""
     start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    metrics: dict[str, float] = {}
     with attach(optimizer, model) as handle:
-        losses = optimizer_steps(model, optimizer, batches)
+        if private is None:
+            losses = optimizer_steps(model, optimizer, batches)
+        else:
+            trained = dp_train(
+                model, optimizer, batches, private.config, seed=private.seed, sample_rate=private.sample_rate
+            )
+            losses = trained.losses
+            metrics = {"dpsgd.epsilon": trained.epsilon, "dpsgd.delta": private.config.delta}
         rejuvenated = handle.rejuvenated_total
     update = {name: tensor.detach() - start[name] for name, tensor in model.state_dict().items()}
-    return update, float(np.mean(losses)), rejuvenated
+    return update, float(np.mean(losses)), rejuvenated, metrics
+
+
+def private_steps(
+    cell: Cell, *, partition_size: int, partition_id: int, round: int, hyper: LocalHyper
+) -> PrivateSteps | None:
+    """The cell's DP-SGD for this client and round, or None when its defense set has no ``dpsgd``."""
+    config = cell.defense.find(DPSGD)
+    if config is None:
+        return None
+    if partition_size == 0:
+        raise ValueError(f"DP-SGD needs a non-empty partition; partition {partition_id} is empty")
+    return PrivateSteps(
+        config=config,
+        seed=derive_seed(cell.seed, "dpsgd", partition_id, round),
+        sample_rate=min(1.0, hyper.batch_size / partition_size),
+    )
 
 
 def batch_gradient(
@@ -149,15 +193,21 @@ def client_round(
     model.train()
     chosen = round_batches(cell, partition_indices, partition_id=partition_id, round=round, hyper=hyper)
     batches = [train.batch(indices) for indices in chosen]
+    private = private_steps(
+        cell, partition_size=len(partition_indices), partition_id=partition_id, round=round, hyper=hyper
+    )
+    training_metrics: dict[str, float] = {}
     if hyper.capture == "gradient":
         if hyper.steps != 1:
             raise ValueError(f"capture 'gradient' is the gradient of one batch; got local steps {hyper.steps}")
+        if private is not None:
+            raise ValueError("capture 'gradient' is not supported with the 'dpsgd' defense; use capture 'update'")
         arrays, loss = batch_gradient(model, *batches[0])
         rejuvenated = 0
     else:
-        arrays, loss, rejuvenated = local_update(model, batches, hyper.lr)
+        arrays, loss, rejuvenated, training_metrics = local_update(model, batches, hyper.lr, private=private)
     arrays, defense_metrics = defend(cell, arrays, partition_id=partition_id, round=round)
-    return LocalResult(arrays, loss, rejuvenated, len(partition_indices), defense_metrics)
+    return LocalResult(arrays, loss, rejuvenated, len(partition_indices), {**training_metrics, **defense_metrics})
 
 
 def evaluate(model: nn.Module, data: ImageDataset, indices: np.ndarray) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Run one cell: pretraining (cached), the federation with its capture, the attacks and their scores.
 
 ``run_cell`` does the work in the calling process. The sweep runs every cell in a process of its own
-(``python -m fedsyn.sweep.cell_runner WORK_DIR``) so that a crash, a leak or Flower's own Ray instance
+(``python -m fedsyn.sweep.cell_runner WORK_DIR CACHE_DIR PARENT_PID``) so that a crash, a leak or Flower's own Ray instance
 stays inside that cell: the work directory holds the cell (``sweep-cell.json``) on the way in, and the
 outcome (``outcome.json``: rows, per-round accuracy, timings, or the error) and the process's log
 (``cell.log``) on the way out, next to the capture and the reconstruction images.
@@ -73,10 +73,10 @@ def run_cell(cell: Cell, work_dir: Path, *, cache: Path | None = None) -> dict[s
     }
 
 
-def _exit_with_parent() -> None:
-    """End this process when the sweep that started it dies (even by SIGKILL), instead of finishing
-    an orphaned cell whose result nobody will read."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int) -> None:
+    """End this process when the sweep ``parent`` that started it dies (even by SIGKILL), instead of
+    finishing an orphaned cell whose result nobody will read. The sweep passes its pid because it may
+    already be gone by the time this process has imported its modules."""
 
     def watch() -> None:
         while True:
@@ -95,11 +95,10 @@ def write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Process entry: ``python -m fedsyn.sweep.cell_runner WORK_DIR [CACHE_DIR]``."""
+    """Process entry: ``python -m fedsyn.sweep.cell_runner WORK_DIR CACHE_DIR PARENT_PID``."""
     args = sys.argv[1:] if argv is None else argv
-    work_dir = Path(args[0])
-    cache = Path(args[1]) if len(args) > 1 and args[1] else None
-    _exit_with_parent()
+    work_dir, cache, parent = Path(args[0]), Path(args[1]), int(args[2])
+    _exit_with_parent(parent)
     cell = Cell.model_validate_json((work_dir / CELL_FILE).read_text())
     start = time.monotonic()
     try:

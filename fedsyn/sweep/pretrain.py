@@ -6,8 +6,9 @@ federation from the weights of its *converted* model (its FL/WR/WS combination a
 after ``E`` epochs on the cell's training split.
 
 Checkpoints are cached by a hash of everything that determines them (model, dataset, combination and its
-hyperparameters, pretraining settings, epochs, seed), so cells that differ only in federation, defense or
-attack settings, and later sweeps, reuse them. The cache lives in ``$FEDSYN_CACHE/checkpoints`` when
+hyperparameters, pretraining settings, epochs, seed, and whether the defense set has ``dpsgd``, which
+swaps BatchNorm for GroupNorm), so cells that differ only in federation, other defense or attack
+settings, and later sweeps, reuse them. The cache lives in ``$FEDSYN_CACHE/checkpoints`` when
 ``FEDSYN_CACHE`` is set, else ``~/.cache/fedsyn/checkpoints``. Each entry is ``<hash>.pt`` (the
 ``state_dict``) and ``<hash>.json`` (what it was trained from, the loss and accuracy per epoch, the test
 accuracy). Files are written under a temporary name and renamed, and a lock file keeps two processes
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from fedsyn.biomod import attach, convert
+from fedsyn.defenses.config import DPSGD
 from fedsyn.federation.cell_model import plain_model
 from fedsyn.federation.client_data import load_split
 from fedsyn.federation.training import evaluate
@@ -63,6 +65,8 @@ def pretrain_spec(cell: Cell) -> dict[str, Any]:
         "biomod": cell.biomod.model_dump(mode="json"),
         "pretrain": cell.pretrain.model_dump(mode="json"),
         "epochs": cell.trained,
+        # DP-SGD cells train a BatchNorm-free architecture (fedsyn.defenses.dpsgd.prepare_model).
+        **({"architecture": "dp-compatible"} if cell.defense.find(DPSGD) is not None else {}),
     }
 
 

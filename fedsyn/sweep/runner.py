@@ -139,7 +139,7 @@ def start_cell_process(cell: Cell, work_dir: Path, cache: Path) -> subprocess.Po
     (work_dir / CELL_FILE).write_text(cell.model_dump_json())
     with open(work_dir / LOG_FILE, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "fedsyn.sweep.cell_runner", str(work_dir), str(cache)],
+            [sys.executable, "-m", "fedsyn.sweep.cell_runner", str(work_dir), str(cache), str(os.getpid())],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

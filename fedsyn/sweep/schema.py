@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import attacks
-from fedsyn.defenses.config import DefenseConfig, DefenseSet, SecAgg
+from fedsyn.defenses.config import DPSGD, DefenseConfig, DefenseSet, SecAgg
 from fedsyn.models import MODEL_NAMES
 from fedsyn.strict import StrictModel
 
@@ -227,6 +227,11 @@ class ExperimentConfig(StrictModel):
             secagg = defense.find(SecAgg)
             if secagg is not None:
                 secagg.check_clients(self.federation.clients)
+            if self.federation.capture == "gradient" and defense.find(DPSGD) is not None:
+                raise ValueError(
+                    f"defenses: set {defense.name!r} has 'dpsgd', which is not supported with "
+                    "federation.capture 'gradient' (DP-SGD acts on the local steps); use capture 'update'"
+                )
         for index, block in enumerate(self.grid):
             unknown = [] if block.defenses == "all" else [n for n in block.defenses if n not in names]
             if unknown:
