@@ -7,6 +7,7 @@ from fedsyn.data.errors import UnknownDatasetError, UnknownSchemeError
 from fedsyn.defenses.dpsgd import DPIncompatibleModelError
 from fedsyn.federation.capture import CaptureError
 from fedsyn.federation.settings import RunConfigError
+from fedsyn.federation.simulation import UnsupportedDefenseError
 from fedsyn.models import UnknownModelError
 from fedsyn.sweep.schema import ConfigError
 
@@ -19,5 +20,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     UnknownSchemeError,
     UnknownModelError,
     DPIncompatibleModelError,
+    UnsupportedDefenseError,
     FileNotFoundError,
 )

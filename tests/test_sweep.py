@@ -130,6 +130,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_rows(tiny_config, reference,
     assert comparable_rows(out) == comparable_rows(reference)
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_rows(tiny_config, reference, tmp_path):
     out = tmp_path / "parallel"
     run_cli(tiny_config, out, "--workers", "2")
@@ -232,9 +233,9 @@ def test_store_commits_a_cell_whole_or_not_at_all(tmp_path):
 def test_progress_prints_counts_eta_and_failures():
     cells = expand(parse_config(TINY))
     stream = io.StringIO()
-    progress = Progress(len(cells), 1, stream=stream)
-    progress.cell_finished(cells[1], rows=[{"status": "ok", "mse_pct": 40.0, "psnr": 12.0}], seconds=3.0, accuracy=0.25)
-    progress.cell_failed(cells[2], error="Traceback\nValueError: broken", seconds=1.0)
+    progress = Progress(4, 1, stream=stream)
+    progress.cell_finished(cells[0], rows=[{"status": "ok", "mse_pct": 40.0, "psnr": 12.0}], seconds=3.0, accuracy=0.25)
+    progress.cell_failed(cells[1], error="Traceback\nValueError: broken", seconds=1.0)
     progress.close()
     lines = stream.getvalue().splitlines()
     assert lines[0] == "resuming: 1/4 cells already finished"
