@@ -10,13 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from .dataset import RawSplit
 from .errors import DatasetNotFoundError
 
 DATA_ENV = "FEDSYN_DATA"
-_TORCHVISION = {"cifar10": (CIFAR10, "CIFAR-10"), "cifar100": (CIFAR100, "CIFAR-100")}
 
 
 def default_data_root() -> Path:
@@ -26,7 +24,10 @@ def default_data_root() -> Path:
 
 def load_cifar_split(name: str, root: str | os.PathLike[str] | None, split: str, download: bool) -> RawSplit:
     """Split ``split`` of ``name`` ("cifar10" or "cifar100") from torchvision's files under ``root``."""
-    cls, title = _TORCHVISION[name]
+    # torchvision is imported here: it takes about a second, and most runs never read these datasets.
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls, title = {"cifar10": (CIFAR10, "CIFAR-10"), "cifar100": (CIFAR100, "CIFAR-100")}[name]
     root = Path(root).expanduser() if root is not None else default_data_root()
     looked_at = root / cls.base_folder
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
 ORDERS: tuple[float, ...] = (
@@ -64,6 +63,8 @@ def analytic_gaussian_epsilon(noise: float, delta: float) -> float:
     high = 1.0
     while _gaussian_delta(high, mu) > delta:
         high *= 2.0
+    from scipy.optimize import brentq  # imported here: scipy.optimize takes about half a second
+
     return float(brentq(lambda eps: _gaussian_delta(eps, mu) - delta, 0.0, high, xtol=1e-12, rtol=1e-10))
 
 

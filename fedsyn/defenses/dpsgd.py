@@ -20,16 +20,20 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
-from opacus.validators import ModuleValidator
 from torch import nn
 
 from .accounting import dpsgd_epsilon
 from .config import DPSGD, DefenseSet
+
+if TYPE_CHECKING:
+    from opacus.optimizers import DPOptimizer
+
+# Opacus is imported where it is used: importing it takes seconds, and every Flower client process,
+# sweep worker and CLI call imports this module whether or not its cell uses DP-SGD.
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,6 +47,8 @@ def dp_compatible(model: nn.Module) -> nn.Module:
 
     GroupNorm starts at weight 1, bias 0 (no random draw), so the result is a pure function of ``model``.
     """
+    from opacus.validators import ModuleValidator
+
     fixed = ModuleValidator.fix(model)
     _check_compatible(fixed)
     return fixed
@@ -58,6 +64,8 @@ def prepare_model(model: nn.Module, defense_set: DefenseSet) -> nn.Module:
 
 
 def _check_compatible(model: nn.Module) -> None:
+    from opacus.validators import ModuleValidator
+
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         listed = "; ".join(str(err) for err in errors[:5])
@@ -84,6 +92,9 @@ def private_training(
     ``fedsyn.biomod.attach``) keep acting. Noise comes from a generator seeded with ``seed`` on the
     parameters' device. On exit the model is left without Opacus hooks or per-sample attributes.
     """
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
     _check_compatible(model)
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
     try:
