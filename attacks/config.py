@@ -60,6 +60,12 @@ class LocalUpdate(BaseModel):
     steps: int = Field(ge=1)
     lr: float = Field(gt=0)
     batch_size: int = Field(ge=1)
+    clients: int = Field(
+        1,
+        ge=1,
+        description="the update is the mean of this many clients' local trainings (a secure aggregate), "
+        "each on its consecutive equal share of the images",
+    )
 
 
 class AttackConfig(BaseModel):

@@ -66,7 +66,9 @@ def matched_signal(
 
     - gradient (``update is None``): the gradient, divided by the FL factors an informed attacker knows
       (the client multiplied its gradient by them, METHODS.md "FL");
-    - one local step: ``update = -lr * factors * gradient``, so ``-update / (lr * factors)``;
+    - one local step: ``update = -lr * factors * gradient``, so ``-update / (lr * factors)``; for the
+      mean of ``update.clients`` clients' steps that is the gradient of all their images together
+      (see :mod:`attacks.unroll`);
     - several local steps: the update itself; the attack unrolls the client's SGD (with the factors
       inside it) and compares parameter differences.
     """

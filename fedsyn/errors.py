@@ -7,7 +7,6 @@ from fedsyn.data.errors import UnknownDatasetError, UnknownSchemeError
 from fedsyn.defenses.dpsgd import DPIncompatibleModelError
 from fedsyn.federation.capture import CaptureError
 from fedsyn.federation.settings import RunConfigError
-from fedsyn.federation.simulation import UnsupportedDefenseError
 from fedsyn.models import UnknownModelError
 from fedsyn.sweep.schema import ConfigError
 
@@ -20,6 +19,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     UnknownSchemeError,
     UnknownModelError,
     DPIncompatibleModelError,
-    UnsupportedDefenseError,
     FileNotFoundError,
 )

@@ -2,7 +2,8 @@
 FL+WR+WS, one client replying NaN (``federation.faulty_clients``, the fault-injection switch). The
 federation runs once per dataset through ``fedsyn federate`` (photos always, CIFAR-10 when
 FEDSYN_CIFAR10_DIR points at the JPEG export); the tests read its capture and attack it with
-``fedsyn attack``.
+``fedsyn attack``. A second federation runs a SecAgg+ cell (3 clients x 2 rounds), whose capture holds
+only the clients' mean update per round.
 """
 
 from __future__ import annotations
@@ -341,20 +342,133 @@ def test_dpsgd_cells_do_not_share_pretrained_checkpoints_with_batchnorm_cells() 
     assert pretrain_key(plain) == pretrain_key(pruned) != pretrain_key(private)
 
 
-def test_secagg_cells_are_refused_before_any_round(tmp_path) -> None:
-    from fedsyn.federation.simulation import UnsupportedDefenseError, federate
-    from fedsyn.sweep.grid import expand
-    from fedsyn.sweep.schema import parse_config
+SECAGG = {"type": "secagg", "num_shares": 3, "reconstruction_threshold": 2}
+SECAGG_CLIENTS = 3
+SECAGG_IMAGES = 2 * 2
+"""Images per client and round in the SecAgg+ cell: 2 local steps of batch 2."""
 
-    config = parse_config(
-        {
-            "models": [{"name": "lenet"}],
-            "biomod": {"combos": ["none"]},
-            "federation": {"clients": 3, "rounds": 1},
-            "defenses": [{"name": "secagg", "steps": [{"type": "secagg"}]}],
-        }
+
+def secagg_cell() -> Cell:
+    """3 clients x 2 rounds of the width-8 ConvNet with SecAgg+ (BatchNorm's scalar step counters included)."""
+    data = experiment(
+        {"name": "photos", "options": {"per_class": 40}}, clients=SECAGG_CLIENTS, batch_size=2, faulty_clients=[]
     )
-    (cell,) = expand(config)
-    with pytest.raises(UnsupportedDefenseError, match="secagg"):
-        federate(cell, tmp_path)
-    assert not any(tmp_path.iterdir())
+    data["defenses"] = [{"name": "secagg", "steps": [SECAGG]}]
+    data["attack"] = {
+        "clients": [0],
+        "rounds": [1],
+        "attackers": ["oblivious", "informed"],
+        "inversion": {"iterations": 1, "restarts": 1},
+    }
+    (cell,) = expand(parse_config(data))
+    return cell
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Capture:
+    """The SecAgg+ cell federated once on Flower's simulation engine; returns its capture."""
+    from fedsyn.federation.simulation import federate
+
+    return Capture(federate(secagg_cell(), tmp_path_factory.mktemp("federation-secagg")))
+
+
+def test_secagg_capture_holds_one_aggregate_per_round_and_no_client_update(secure: Capture) -> None:
+    files = sorted(path.name for path in secure.directory.iterdir())
+    assert not [name for name in files if name.startswith(("update_", "rejected_"))], files
+    everyone = list(range(SECAGG_CLIENTS))
+    for round in range(1, ROUNDS + 1):
+        entries = [e for e in secure.entries if e.round == round]
+        masked = [e for e in entries if e.status == "masked"]
+        assert sorted(e.partition_id for e in masked) == everyone
+        assert all(e.file is None and e.num_examples == SECAGG_IMAGES and math.isfinite(e.loss) for e in masked)
+        aggregate = secure.aggregate(round)
+        assert aggregate is not None and aggregate.ok and aggregate in entries and len(entries) == SECAGG_CLIENTS + 1
+        assert (aggregate.partition_id, aggregate.covers, aggregate.file) == (-1, everyone, f"aggregate_r{round}.pt")
+        assert (aggregate.capture, aggregate.steps, aggregate.lr, aggregate.batch_size) == ("update", 2, 0.01, 2)
+        assert aggregate.num_examples == SECAGG_CLIENTS * SECAGG_IMAGES
+        assert set(secure.tensors(aggregate)) == set(secure.global_state(round))
+    for summary in secure.summary["rounds"]:
+        assert (summary["accepted"], summary["rejected"]) == (SECAGG_CLIENTS, 0)
+        assert 0.0 <= summary["accuracy"] <= 1.0 and math.isfinite(summary["train_loss"])
+    assert secure.completed and [r["round"] for r in secure.summary["rounds"]] == list(range(1, ROUNDS + 1))
+
+
+def test_secagg_aggregate_is_the_mean_of_the_client_updates(secure: Capture) -> None:
+    """Recompute every client's update outside Flower: the aggregate is their mean up to SecAgg+'s
+    quantisation, unlike any one of them, and the next global is the global plus the aggregate."""
+    cell = secure.cell
+    train = load_split(dataset_spec(cell), "train")
+    parts = client_partitions(cell, train)
+    # Each client's arrays are rounded stochastically to steps of 2 * clipping_range / quantization_range
+    # (weight num_examples / max_weight = 1), so the mean is off by less than one step.
+    step = 2 * 8.0 / 4194304
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the clients ran with client-threads = 1
+    try:
+        for round in range(1, ROUNDS + 1):
+            updates = [
+                client_round(
+                    cell,
+                    secure.global_state(round),
+                    train=train,
+                    partition_indices=parts[p],
+                    partition_id=p,
+                    round=round,
+                    hyper=LocalHyper.from_cell(cell),
+                ).arrays
+                for p in range(SECAGG_CLIENTS)
+            ]
+            aggregate = secure.tensors(secure.aggregate(round))
+            for name, value in aggregate.items():
+                mean = sum(update[name].double() for update in updates) / SECAGG_CLIENTS
+                torch.testing.assert_close(value.double(), mean, rtol=0, atol=step, msg=f"round {round}, {name}")
+            for update in updates:
+                distance = max(float((aggregate[n].double() - t.double()).abs().max()) for n, t in update.items())
+                assert distance > 100 * step
+    finally:
+        torch.set_num_threads(threads)
+    before, after, aggregate = secure.global_state(1), secure.global_state(2), secure.tensors(secure.aggregate(1))
+    for name, start in before.items():
+        expected = start.double() + aggregate[name].double()
+        if start.is_floating_point():
+            torch.testing.assert_close(after[name].double(), expected, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(after[name], expected.round().to(start.dtype)), name
+
+
+@pytest.mark.slow  # a second federation of the SecAgg+ cell: ~25 s on 2 shared cores
+def test_secagg_aggregates_are_reproducible(secure: Capture, tmp_path: Path) -> None:
+    """Flower's stochastic quantisation draws from NumPy's global RNG, which the clients seed per round."""
+    from fedsyn.federation.simulation import federate
+
+    again = Capture(federate(secagg_cell(), tmp_path))
+    for round in range(1, ROUNDS + 1):
+        first, second = secure.tensors(secure.aggregate(round)), again.tensors(again.aggregate(round))
+        assert all(torch.equal(first[name], second[name]) for name in first), round
+
+
+def test_attack_on_the_secagg_aggregate(secure: Capture, tmp_path: Path) -> None:
+    """One target per round, the aggregate, against all covered clients' images; rows fit the store."""
+    from fedsyn.federation.evaluator import attack_capture, true_batch
+    from fedsyn.sweep.store import open_store
+
+    rows = attack_capture(secure.directory, out=tmp_path / "attack")
+    assert [(row["partition_id"], row["attacker"]) for row in rows] == [(-1, "oblivious"), (-1, "informed")]
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["aggregate_of"] == list(range(SECAGG_CLIENTS)) and row["iterations"] == 1
+        for metric in ("mse", "psnr", "ssim", "mse_pct", "label_acc"):
+            assert math.isfinite(row[metric]), metric
+        assert (tmp_path / "attack" / row["image_path"]).is_file()
+    cell = secure.cell
+    train = load_split(dataset_spec(cell), "train")
+    images, labels = true_batch(cell, train, secure.aggregate(1))
+    per_client = [true_batch(cell, train, secure.entry(1, p)) for p in range(SECAGG_CLIENTS)]
+    assert torch.equal(images, torch.cat([i for i, _ in per_client])) and len(labels) == SECAGG_CLIENTS * SECAGG_IMAGES
+    with open_store(tmp_path / "store") as store:
+        store.commit_cell(cell, rows, rounds=secure.summary["rounds"])
+        stored = store.results(cell_key=cell.key)
+    assert [(row["partition_id"], json.loads(row["extra_json"])["aggregate_of"]) for row in stored] == [
+        (-1, [0, 1, 2]),
+        (-1, [0, 1, 2]),
+    ]

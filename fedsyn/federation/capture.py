@@ -3,11 +3,14 @@
 Layout (one directory per cell federation, ``<out-dir>/<cell key>``)::
 
     cell.json              the Cell (``Cell.model_dump_json``): what was federated, incl. the attack spec
-    index.jsonl            one JSON object per client reply, in arrival order (``IndexEntry``)
+    index.jsonl            one JSON object per client reply (and per secure aggregate), in arrival order
+                           (``IndexEntry``)
     global_r{R}.pt         the global arrays the server sent in round R (name -> tensor, a state_dict)
     update_r{R}_p{P}.pt    partition P's accepted reply in round R (name -> tensor): ``w_local - w_global``
                            for every state_dict entry (capture ``update``) or one batch's gradient per
                            parameter (capture ``gradient``)
+    aggregate_r{R}.pt      with SecAgg+ (defense ``secagg``): the one thing the server learns of the
+                           clients' arrays in round R, their ``num_examples``-weighted mean (same names)
     rejected_r{R}_n{N}.pt  the arrays of a reply from node N that the server rejected in round R
     federation.json        per-round test accuracy and loss, accepted/rejected counts, seconds;
                            ``completed`` turns true after the last round
@@ -20,10 +23,19 @@ null). A reply that arrived with an error has no file either; one that was rejec
 rejection can be inspected.
 
 Index entry fields: ``round``, ``partition_id`` (null when an error reply did not say), ``node_id``,
-``status`` (``ok`` | ``rejected``), ``reason`` (why rejected, else null), ``file``, ``capture``
-(``update`` | ``gradient``), ``steps``, ``lr``, ``batch_size`` (the local hyperparameters the client
-reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list), ``config_hash``
-(the cell key), ``defense`` (what the client's defenses reported, e.g. ``clip_noise.epsilon``).
+``status`` (``ok`` | ``rejected`` | ``masked``), ``reason`` (why rejected, else null), ``file``,
+``capture`` (``update`` | ``gradient``), ``steps``, ``lr``, ``batch_size`` (the local hyperparameters
+the client reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list),
+``config_hash`` (the cell key), ``defense`` (what the client's defenses reported, e.g.
+``clip_noise.epsilon``), ``covers`` (see below; absent in captures written before it existed).
+
+A SecAgg+ round has one ``masked`` entry per client whose masked arrays went into the sum: the server
+saw its metrics (partition, hyperparameters, loss, defense metrics) in the clear but never its arrays,
+so ``file`` is null. The round's aggregate has its own entry: ``partition_id`` ``AGGREGATE_ID`` (-1),
+``node_id`` 0 (no single node), ``covers`` the sorted partition ids whose arrays it is the mean of
+(empty for every other entry), ``file`` ``aggregate_r{R}.pt``, the local hyperparameters the server
+asked every client for, ``num_examples`` the clients' total and ``loss`` their weighted mean loss;
+``ok``, or ``rejected`` when the mean has wrong shapes or NaN/Inf (the global arrays then stay).
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ CELL_FILE = "cell.json"
 INDEX_FILE = "index.jsonl"
 SUMMARY_FILE = "federation.json"
 FORMAT_VERSION = 1
+AGGREGATE_ID = -1
+"""The ``partition_id`` of a secure aggregate's index entry and of its result rows."""
 
 
 class CaptureError(ValueError):
@@ -58,13 +72,18 @@ def update_file(round: int, partition_id: int) -> str:
     return f"update_r{round}_p{partition_id}.pt"
 
 
+def aggregate_file(round: int) -> str:
+    return f"aggregate_r{round}.pt"
+
+
 def rejected_file(round: int, node_id: int) -> str:
     return f"rejected_r{round}_n{node_id}.pt"
 
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """One client reply as the server recorded it (a line of ``index.jsonl``)."""
+    """One client reply, or one round's secure aggregate, as the server recorded it (a line of
+    ``index.jsonl``)."""
 
     round: int
     partition_id: int | None
@@ -82,10 +101,16 @@ class IndexEntry:
     config_hash: str
     shapes: dict[str, list[int]] = field(default_factory=dict)
     defense: dict[str, float] = field(default_factory=dict)
+    covers: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def aggregate(self) -> bool:
+        """True for a secure aggregate's entry (it covers the partitions in ``covers``)."""
+        return bool(self.covers)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -137,7 +162,9 @@ class CaptureWriter:
     def save_reply(self, entry: IndexEntry, tensors: dict[str, torch.Tensor] | None) -> IndexEntry:
         """Store a reply's arrays (in captured rounds) and append its index line; returns the entry."""
         if tensors is not None and self.captures(entry.round):
-            if entry.ok:
+            if entry.aggregate:
+                name = aggregate_file(entry.round)
+            elif entry.ok:
                 name = update_file(entry.round, entry.partition_id)
             else:
                 name = rejected_file(entry.round, entry.node_id)
@@ -201,6 +228,10 @@ class Capture:
             if entry.round == round and entry.partition_id == partition_id:
                 return entry
         raise CaptureError(f"{self.directory} has no reply of partition {partition_id} in round {round}")
+
+    def aggregate(self, round: int) -> IndexEntry | None:
+        """The secure aggregate's entry of ``round``, or None when the round has none (no SecAgg+)."""
+        return next((entry for entry in self.entries if entry.round == round and entry.aggregate), None)
 
     def global_state(self, round: int) -> dict[str, torch.Tensor]:
         return self._load(global_file(round))

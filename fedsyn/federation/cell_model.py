@@ -59,3 +59,10 @@ def server_model(cell: Cell, num_classes: int, in_shape: tuple[int, int, int]) -
     and no WR (client-side training rules whose randomness the server does not have)."""
     public = cell.biomod.model_copy(update={"fl": False, "wr": False})
     return convert(plain_model(cell, num_classes, in_shape), public, seed=0)
+
+
+def expected_arrays(model: nn.Module, capture: str) -> dict[str, tuple[int, ...]]:
+    """Reply array names and shapes the protocol expects in capture mode ``capture``, in reply order:
+    every ``state_dict`` entry for ``update``, the parameters for ``gradient``."""
+    named = model.named_parameters() if capture == "gradient" else model.state_dict().items()
+    return {name: tuple(tensor.shape) for name, tensor in named}

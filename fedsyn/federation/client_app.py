@@ -4,6 +4,13 @@
 reads the run config Flower gives it. ``make_client_app(run_config)`` builds the same app with a run
 config bound in, for Flower's in-process simulation (see ``fedsyn.federation.settings``).
 
+One app serves both server paths. A Message-API train message (``CapturingFedAvg``) gets a Message-API
+reply with the named arrays; in a SecAgg+ cell the train handler sits behind
+``fedsyn.defenses.secagg.secagg_route``, which passes the protocol's key-exchange stages to Flower's
+``secaggplus_mod``, and the stage that needs the update reaches the handler as a legacy fit instruction
+(``fedsyn.federation.legacy``), answered with a legacy fit result that the mod masks. Both run the same
+``client_round``.
+
 Each client sets torch to ``client-threads`` threads (default 1): the simulation runs one client per
 CPU core side by side, and more threads per client would oversubscribe the cores.
 """
@@ -14,14 +21,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .cell_model import client_model
+from fedsyn.defenses.secagg import secagg_route
+from fedsyn.seeding import derive_seed
+
+from . import legacy
+from .cell_model import client_model, expected_arrays, plain_model
 from .client_data import client_partitions, dataset_spec, eval_shard, load_split
 from .settings import NodeSettings, RunSettings, parse_node_config, parse_run_config
-from .training import LocalHyper, client_round, evaluate
+from .training import LocalHyper, LocalResult, client_round, evaluate
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -38,7 +50,7 @@ def _settings(context: Context, bound: Mapping[str, Any]) -> tuple[RunSettings, 
 
 
 def hyper_from_config(config: Mapping[str, Any]) -> LocalHyper:
-    """The local hyperparameters of a train message's ConfigRecord (see ``CapturingFedAvg``)."""
+    """The local hyperparameters of a train message's config (``server_round.train_config`` writes them)."""
     return LocalHyper(
         steps=int(config["local-steps"]),
         lr=float(config["lr"]),
@@ -52,35 +64,80 @@ def _faulty(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: torch.full_like(t, math.nan) if t.is_floating_point() else t for name, t in arrays.items()}
 
 
-def train_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
+def _local_round(
+    settings: RunSettings, node: NodeSettings, global_state: dict[str, torch.Tensor], round: int, hyper: LocalHyper
+) -> LocalResult:
+    """This node's ``client_round`` (NaN-filled for a faulty client)."""
     cell = settings.cell
-    config = message.content[CONFIG]
-    round = int(config["server-round"])
-    hyper = hyper_from_config(config)
     train = load_split(dataset_spec(cell, node.data_root), "train")
     result = client_round(
         cell,
-        message.content[ARRAYS].to_torch_state_dict(),
+        global_state,
         train=train,
         partition_indices=client_partitions(cell, train)[node.partition_id],
         partition_id=node.partition_id,
         round=round,
         hyper=hyper,
     )
-    arrays = _faulty(result.arrays) if node.partition_id in cell.federation.faulty_clients else result.arrays
-    metrics = MetricRecord(
-        {
-            "num-examples": result.num_examples,
-            "partition-id": node.partition_id,
-            "loss": result.loss,
-            "rejuvenated": result.rejuvenated,
-            "local-steps": hyper.steps,
-            "lr": hyper.lr,
-            "batch-size": hyper.batch_size,
-            **{f"{DEFENSE}{name}": float(value) for name, value in result.defense_metrics.items()},
-        }
+    if node.partition_id in cell.federation.faulty_clients:
+        result.arrays = _faulty(result.arrays)
+    return result
+
+
+def _reply_metrics(
+    result: LocalResult, hyper: LocalHyper, node: NodeSettings, num_examples: int
+) -> dict[str, float | int]:
+    """What a client reports with its arrays (the server's capture index records it)."""
+    return {
+        "num-examples": num_examples,
+        "partition-id": node.partition_id,
+        "loss": result.loss,
+        "rejuvenated": result.rejuvenated,
+        "local-steps": hyper.steps,
+        "lr": hyper.lr,
+        "batch-size": hyper.batch_size,
+        **{f"{DEFENSE}{name}": float(value) for name, value in result.defense_metrics.items()},
+    }
+
+
+def train_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
+    """The reply to a Message-API train message: named arrays, weighted by the partition size."""
+    config = message.content[CONFIG]
+    hyper = hyper_from_config(config)
+    global_state = message.content[ARRAYS].to_torch_state_dict()
+    result = _local_round(settings, node, global_state, int(config["server-round"]), hyper)
+    metrics = MetricRecord(_reply_metrics(result, hyper, node, result.num_examples))
+    return Message(RecordDict({ARRAYS: ArrayRecord(result.arrays), METRICS: metrics}), reply_to=message)
+
+
+def secure_train_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
+    """The reply to a legacy fit instruction, the SecAgg+ stage that collects the masked update.
+
+    The global arrays arrive as an unnamed list in ``state_dict`` order and the reply goes back as one in
+    the protocol's order (``expected_arrays`` of the cell's model). ``num_examples`` is the number of
+    images the client visited this round (``local_steps * batch_size``), the same for every client, so
+    the aggregate is the plain mean of the updates (what ``attacks.LocalUpdate(clients=K)`` models) and
+    equals the ``max_weight`` the server gives SecAgg+: Flower scales each update by ``num_examples /
+    max_weight`` before quantising, which must not exceed 1 and loses precision the smaller it gets.
+    NumPy's global RNG, which Flower's stochastic quantisation draws from right after this handler
+    returns, is seeded from ``derive_seed(seed, "secagg", partition_id, round)``, so the same config
+    gives the same aggregate.
+    """
+    cell = settings.cell
+    parameters, config = legacy.fit_instruction(message)
+    round = int(config["server-round"])
+    hyper = hyper_from_config(config)
+    train = load_split(dataset_spec(cell, node.data_root), "train")
+    model = plain_model(cell, train.num_classes, train.in_shape)
+    global_arrays = legacy.named_arrays(parameters, expected_arrays(model, "update"))
+    global_state = {name: torch.from_numpy(array) for name, array in global_arrays.items()}
+    result = _local_round(settings, node, global_state, round, hyper)
+    reply = legacy.unnamed(
+        {name: tensor.numpy() for name, tensor in result.arrays.items()}, list(expected_arrays(model, hyper.capture))
     )
-    return Message(RecordDict({ARRAYS: ArrayRecord(arrays), METRICS: metrics}), reply_to=message)
+    metrics = _reply_metrics(result, hyper, node, hyper.images)
+    np.random.seed(derive_seed(cell.seed, "secagg", node.partition_id, round) % 2**32)
+    return legacy.fit_reply(message, reply, hyper.images, metrics)
 
 
 def evaluate_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
@@ -100,9 +157,10 @@ def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     bound = dict(run_config or {})
     client = ClientApp()
 
-    @client.train()
+    @client.train(mods=[secagg_route])
     def train(message: Message, context: Context) -> Message:
-        return train_reply(message, *_settings(context, bound))
+        reply = secure_train_reply if legacy.is_fit_instruction(message) else train_reply
+        return reply(message, *_settings(context, bound))
 
     @client.evaluate()
     def evaluate_global(message: Message, context: Context) -> Message:

@@ -7,6 +7,13 @@ evaluator alone rebuilds each client's true batch, with the client's own determi
 The batch of a round is the concatenation of the local steps' batches in step order, ``steps *
 batch_size`` images; that is the order ``attacks`` assumes the client visited its images in.
 
+With SecAgg+ the server holds no client's update, only the round's aggregate (the mean over the
+partitions it ``covers``): that is the round's one target, whichever clients the attack spec names, and
+its row has ``partition_id`` ``AGGREGATE_ID`` (-1) and ``aggregate_of`` (the covered partitions). Its
+true batch is the covered clients' batches one after the other in partition order, ``K * steps *
+batch_size`` images for K clients; the oblivious attacker takes ``-aggregate`` for the gradient of all
+of them, the informed one models the mean of K local trainings (``attacks.LocalUpdate(clients=K)``).
+
 Attackers (METHODS.md, "Oblivious vs informed"):
 
 - ``oblivious`` treats what it captured as the gradient of one batch: a captured update ``w_local -
@@ -60,13 +67,21 @@ SCORE_FIELDS = (
 
 
 def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images ([0, 1]) and labels the client trained on in ``entry``'s round, in visiting order."""
-    if entry.partition_id is None or None in (entry.steps, entry.lr, entry.batch_size, entry.capture):
+    """The images ([0, 1]) and labels behind ``entry``'s arrays in visiting order: the client's, or for a
+    secure aggregate the covered clients' one after the other in partition order (their equal shares)."""
+    partitions = entry.covers if entry.aggregate else [entry.partition_id]
+    if None in partitions or None in (entry.steps, entry.lr, entry.batch_size, entry.capture):
         raise CaptureError(f"round {entry.round}: the reply does not name its partition and local hyperparameters")
     hyper = LocalHyper(entry.steps, entry.lr, entry.batch_size, entry.capture)
-    partition_indices = client_partitions(cell, train)[entry.partition_id]
+    owned = client_partitions(cell, train)
     chosen = np.concatenate(
-        round_batches(cell, partition_indices, partition_id=entry.partition_id, round=entry.round, hyper=hyper)
+        [
+            index
+            for partition_id in partitions
+            for index in round_batches(
+                cell, owned[partition_id], partition_id=partition_id, round=entry.round, hyper=hyper
+            )
+        ]
     )
     return train.unit(chosen), train.labels[chosen]
 
@@ -96,7 +111,8 @@ def attack_inputs(
         return {"target": target, "update": None, "fl_factors": None}
     update = None
     if entry.capture == "update":
-        update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size)
+        clients = len(entry.covers) if entry.aggregate else 1
+        update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size, clients=clients)
     return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, train)}
 
 
@@ -115,6 +131,8 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, attack: AttackSpec, **fie
         "iterations": None,
         "image_path": None,
     }
+    if entry.aggregate:
+        row["aggregate_of"] = list(entry.covers)
     row.update(fields)
     return row
 
@@ -159,7 +177,8 @@ def attack_entry(
         )
         seconds = time.monotonic() - started
         scores = attacks.metrics.score(rec.images, true_images, rec_labels=rec.labels, true_labels=true_labels)
-        image = f"{cell.key}/r{entry.round}_p{entry.partition_id}_{attacker}.png"
+        who = "aggregate" if entry.aggregate else f"p{entry.partition_id}"
+        image = f"{cell.key}/r{entry.round}_{who}_{attacker}.png"
         _save_grid(out / image, true_images, rec.images, scores.pairing)
     except Exception as err:  # one bad update must not stop the others; the row says what happened
         return _row(cell, entry, attacker, attack, status="failed", error=f"{type(err).__name__}: {err}")
@@ -178,9 +197,14 @@ def attack_entry(
 
 def _targets(capture: Capture, attack: AttackSpec) -> Iterator[IndexEntry]:
     """The captured replies the attack spec asks for, its rounds and clients in that order; a client
-    whose reply was not captured (it failed before naming itself) gets a rejected stand-in."""
+    whose reply was not captured (it failed before naming itself) gets a rejected stand-in. A round with
+    a secure aggregate yields the aggregate alone."""
     clients = range(capture.cell.federation.clients) if attack.clients == "all" else attack.clients
     for round in attack.rounds:
+        aggregate = capture.aggregate(round)
+        if aggregate is not None:
+            yield aggregate
+            continue
         for partition_id in clients:
             try:
                 yield capture.entry(round, partition_id)

@@ -1,8 +1,10 @@
-"""The Flower ServerApp: start from the cell's initial (or pretrained) weights, run ``CapturingFedAvg``
-for the cell's rounds over every client, and leave a complete capture directory behind.
+"""The Flower ServerApp: start from the cell's initial (or pretrained) weights, run the cell's rounds over
+every client and leave a complete capture directory behind.
 
-``app`` is the component ``flwr run`` loads; ``make_server_app(run_config)`` binds a run config for the
-in-process simulation (see ``fedsyn.federation.settings``).
+A cell without SecAgg+ runs ``CapturingFedAvg`` (every reply captured); one whose defense set has
+``secagg`` runs Flower's SecAgg+ workflow (``fedsyn.federation.secure_server``: only the clients' mean
+is captured). ``app`` is the component ``flwr run`` loads; ``make_server_app(run_config)`` binds a run
+config for the in-process simulation (see ``fedsyn.federation.settings``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
+from fedsyn.defenses import SecAgg
+
 from .capture import CaptureWriter
-from .cell_model import plain_model
+from .cell_model import expected_arrays, plain_model
 from .client_data import dataset_spec, load_split
+from .secure_server import run_secure_federation
+from .server_round import RoundBook
 from .settings import RunSettings, parse_run_config
 from .strategy import CapturingFedAvg
 from .training import LocalHyper
@@ -41,28 +47,27 @@ def initial_model(settings: RunSettings) -> nn.Module:
     return model
 
 
-def expected_arrays(model: nn.Module, capture: str) -> dict[str, tuple[int, ...]]:
-    """Reply array names and shapes the protocol expects in capture mode ``capture``."""
-    named = model.named_parameters() if capture == "gradient" else model.state_dict().items()
-    return {name: tuple(tensor.shape) for name, tensor in named}
-
-
-def run_federation(grid: Grid, settings: RunSettings) -> Path:
+def run_federation(grid: Grid, context: Context, settings: RunSettings) -> Path:
     """Run the cell's federation on ``grid``; returns the capture directory."""
     started = time.monotonic()
     cell = settings.cell
     writer = CaptureWriter.create(settings.capture_dir, cell)
     model = initial_model(settings)
     hyper = LocalHyper.from_cell(cell)
-    strategy = CapturingFedAvg(
-        writer, hyper=hyper, expected=expected_arrays(model, hyper.capture), clients=cell.federation.clients
-    )
-    strategy.start(
-        grid,
-        ArrayRecord(model.state_dict()),
-        num_rounds=cell.federation.rounds,
-        timeout=settings.round_timeout,
-    )
+    book = RoundBook(writer)
+    expected = expected_arrays(model, hyper.capture)
+    secagg = cell.defense.find(SecAgg)
+    if secagg is None:
+        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, clients=cell.federation.clients)
+        strategy.start(
+            grid,
+            ArrayRecord(model.state_dict()),
+            num_rounds=cell.federation.rounds,
+            timeout=settings.round_timeout,
+        )
+    else:
+        initial = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+        run_secure_federation(grid, context, settings, book, initial=initial, expected=expected, secagg=secagg)
     writer.write_summary(completed=True, seconds=time.monotonic() - started)
     return settings.capture_dir
 
@@ -74,7 +79,7 @@ def make_server_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, parse_run_config({**context.run_config, **bound}))
+        run_federation(grid, context, parse_run_config({**context.run_config, **bound}))
 
     return server
 

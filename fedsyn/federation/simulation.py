@@ -20,19 +20,6 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 
-class UnsupportedDefenseError(ValueError):
-    """A defense the federation cannot run yet; refused before any round instead of silently skipped."""
-
-
-def require_supported(cell: Cell) -> None:
-    """Refuse cells whose defenses the federation does not implement (SecAgg+ is not wired in yet)."""
-    if any(step.type == "secagg" for step in cell.defense.steps):
-        raise UnsupportedDefenseError(
-            f"defense set {cell.defense.name!r}: 'secagg' (SecAgg+) is configured but not yet wired into the "
-            "federation (Flower 1.41 only has it for the legacy server API); refusing to run the cell without it"
-        )
-
-
 class FederationError(RuntimeError):
     """The simulation ended without a complete capture (a crashed ServerApp or lost clients)."""
 
@@ -62,7 +49,6 @@ def federate(
     from .client_app import make_client_app
     from .server_app import make_server_app
 
-    require_supported(cell)
     out_dir = Path(out_dir).resolve()
     config = run_config(
         cell,
@@ -87,7 +73,7 @@ def federate(
             f"the federation of cell {cell.key} stopped before its last round; see the log above and {capture_dir}"
         )
     if not any(entry.ok for entry in capture.entries):
-        reasons = sorted({str(entry.reason) for entry in capture.entries})
+        reasons = sorted({str(entry.reason) for entry in capture.entries if entry.status == "rejected"})
         raise FederationError(f"the server rejected every client reply of cell {cell.key}: {'; '.join(reasons)[:2000]}")
     return capture_dir
 

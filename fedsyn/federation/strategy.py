@@ -8,17 +8,16 @@ is recorded as ``rejected`` with the reason and left out of the aggregation; the
 others (and keeps the global arrays when none is left).
 
 Replies are updates, not weights, so aggregation is FedAvg on updates: Flower's sample-weighted mean of
-the accepted replies (``num-examples`` = the client's partition size, McMahan et al. 2017), then
+the accepted replies (``num-examples`` = the client's partition size, McMahan et al. 2017), then the
+step of ``fedsyn.federation.server_round.next_global``.
 
-- capture ``update``: ``w <- w + mean(w_local - w)`` for every ``state_dict`` entry;
-- capture ``gradient`` (FedSGD): ``w <- w - lr * mean(gradient)`` for the parameters, buffers kept.
-
-Integer buffers (BatchNorm's step counter) are rounded back to their dtype.
+``EvaluatingFedAvg`` is the evaluation half alone (every client evaluates the global arrays; the
+weighted accuracy and loss close the round's line in ``federation.json``); the SecAgg+ path
+(``fedsyn.federation.secure_server``) evaluates with it too.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,8 +27,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from .capture import CaptureWriter, IndexEntry
-from .client_app import ARRAYS, DEFENSE, METRICS
+from .capture import IndexEntry
+from .client_app import ARRAYS, METRICS
+from .server_round import RoundBook, arrays_problem, index_entry, next_global, train_config, training_summary
 from .training import LocalHyper
 
 REQUIRED_METRICS = ("num-examples", "partition-id")
@@ -37,15 +37,7 @@ REQUIRED_METRICS = ("num-examples", "partition-id")
 
 def mean_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     """Sample-weighted mean loss and total rejuvenated weights of a round's accepted replies."""
-    metrics = [next(iter(record.metric_records.values())) for record in records]
-    weights = np.array([float(m[weight_key]) for m in metrics])
-    losses = np.array([float(m["loss"]) for m in metrics])
-    return MetricRecord(
-        {
-            "loss": float((weights * losses).sum() / weights.sum()),
-            "rejuvenated": int(sum(int(m["rejuvenated"]) for m in metrics)),
-        }
-    )
+    return MetricRecord(training_summary([next(iter(r.metric_records.values())) for r in records], weight_key))
 
 
 def decode_arrays(message: Message) -> dict[str, np.ndarray] | None:
@@ -77,18 +69,7 @@ def reply_problem(message: Message, expected: dict[str, tuple[int, ...]]) -> str
     arrays = decode_arrays(message)
     if arrays is None:
         return "the arrays do not decode as numpy arrays"
-    absent, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
-    if absent or extra:
-        return f"array names differ from the model's: missing {absent[:5]}, unexpected {extra[:5]}"
-    wrong = [
-        f"{name} {arrays[name].shape} != {shape}" for name, shape in expected.items() if arrays[name].shape != shape
-    ]
-    if wrong:
-        return f"wrong shapes: {', '.join(wrong[:5])}"
-    bad = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
-    if bad:
-        return f"NaN or Inf in {len(bad)} array(s), e.g. {bad[0]}"
-    return None
+    return arrays_problem(arrays, expected)
 
 
 def triage(replies: Iterable[Message], expected: dict[str, tuple[int, ...]]) -> list[tuple[Message, str | None]]:
@@ -114,16 +95,11 @@ def triage(replies: Iterable[Message], expected: dict[str, tuple[int, ...]]) -> 
     return triaged
 
 
-class CapturingFedAvg(FedAvg):
-    """FedAvg over every client, with capture and rejection (see the module docstring).
+class EvaluatingFedAvg(FedAvg):
+    """Message-API FedAvg over every one of ``clients`` clients whose evaluation closes each round's
+    line in the ``RoundBook`` (weighted test accuracy and loss)."""
 
-    ``expected`` maps each reply array name to its shape: the ``state_dict`` for capture ``update``,
-    the parameters for ``gradient``.
-    """
-
-    def __init__(
-        self, capture: CaptureWriter, *, hyper: LocalHyper, expected: dict[str, tuple[int, ...]], clients: int
-    ) -> None:
+    def __init__(self, book: RoundBook, *, clients: int) -> None:
         super().__init__(
             fraction_train=1.0,
             fraction_evaluate=1.0,
@@ -134,54 +110,52 @@ class CapturingFedAvg(FedAvg):
             arrayrecord_key=ARRAYS,
             train_metrics_aggr_fn=mean_train_metrics,
         )
-        self.capture = capture
+        self.book = book
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = super().aggregate_evaluate(server_round, replies)
+        self.book.evaluated(metrics)
+        return metrics
+
+
+class CapturingFedAvg(EvaluatingFedAvg):
+    """FedAvg over every client, with capture and rejection (see the module docstring).
+
+    ``expected`` maps each reply array name to its shape: the ``state_dict`` for capture ``update``,
+    the parameters for ``gradient``.
+    """
+
+    def __init__(
+        self, book: RoundBook, *, hyper: LocalHyper, expected: dict[str, tuple[int, ...]], clients: int
+    ) -> None:
+        super().__init__(book, clients=clients)
         self.hyper = hyper
         self.expected = expected
-        self._global: dict[str, np.ndarray] = {}
-        self._round: dict[str, Any] = {}
-        self._started = time.monotonic()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config["local-steps"] = self.hyper.steps
-        config["lr"] = self.hyper.lr
-        config["batch-size"] = self.hyper.batch_size
-        config["capture"] = self.hyper.capture
-        self._round = {"round": server_round, "started": time.monotonic()}
-        self._global = {name: array.numpy() for name, array in arrays.items()}
-        self.capture.save_global(server_round, arrays.to_torch_state_dict())
+        for key, value in train_config(self.hyper).items():
+            config[key] = value
+        self.book.begin(server_round, {name: array.numpy() for name, array in arrays.items()})
         return super().configure_train(server_round, arrays, config, grid)
 
     def _record(self, server_round: int, message: Message, reason: str | None) -> IndexEntry:
         """Index (and, in captured rounds, store) one reply; ``reason`` says why it is rejected, if it is."""
         metrics = {} if message.has_error() else dict(message.content.metric_records.get(METRICS, {}))
-        partition = metrics.get("partition-id")
         arrays = decode_arrays(message)
-
-        def number(key: str, kind: type) -> Any:
-            return kind(metrics[key]) if key in metrics else None
-
-        entry = IndexEntry(
+        entry = index_entry(
+            self.book.capture,
+            self.hyper,
             round=server_round,
-            partition_id=int(partition) if isinstance(partition, (int, float)) else None,
             node_id=int(message.metadata.src_node_id),
+            metrics=metrics,
             status="ok" if reason is None else "rejected",
             reason=reason,
-            file=None,
-            capture=self.hyper.capture,
-            steps=number("local-steps", int),
-            lr=number("lr", float),
-            batch_size=number("batch-size", int),
-            num_examples=number("num-examples", int),
-            loss=number("loss", float),
-            rejuvenated=number("rejuvenated", int),
-            config_hash=self.capture.cell.key,
-            shapes={name: list(a.shape) for name, a in (arrays or {}).items()},
-            defense={key[len(DEFENSE) :]: float(v) for key, v in metrics.items() if key.startswith(DEFENSE)},
+            shapes={name: a.shape for name, a in (arrays or {}).items()},
         )
         tensors = None if arrays is None else {name: torch.from_numpy(a.copy()) for name, a in arrays.items()}
-        return self.capture.save_reply(entry, tensors)
+        return self.book.capture.save_reply(entry, tensors)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -194,37 +168,14 @@ class CapturingFedAvg(FedAvg):
                 accepted.append(message)
             else:
                 rejected.append(f"node {entry.node_id}: {entry.reason}")
-        self._round.update(accepted=len(accepted), rejected=len(rejected), rejections=rejected)
         if not accepted:
+            self.book.trained(accepted=0, rejections=rejected, train_loss=None)
             return None, None
         mean, metrics = super().aggregate_train(server_round, accepted)
-        if metrics is not None:
-            self._round["train_loss"] = float(metrics["loss"])
-        return (None if mean is None else self._step(mean)), metrics
-
-    def _step(self, mean: ArrayRecord) -> ArrayRecord:
-        """The next global arrays from the current ones and the mean reply."""
-        updated: dict[str, Array] = {}
-        for name, current in self._global.items():
-            if self.hyper.capture == "gradient":
-                new = current - self.hyper.lr * mean[name].numpy() if name in mean else current
-            else:
-                new = current + mean[name].numpy()
-            if current.dtype.kind in "iu":
-                new = np.rint(new)
-            updated[name] = Array(np.asarray(new, dtype=current.dtype))
-        return ArrayRecord(updated)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        metrics = super().aggregate_evaluate(server_round, replies)
-        started = self._round.pop("started", time.monotonic())
-        self._round.update(
-            accuracy=None if metrics is None else float(metrics["accuracy"]),
-            loss=None if metrics is None else float(metrics["loss"]),
-            seconds=time.monotonic() - started,
+        self.book.trained(
+            accepted=len(accepted), rejections=rejected, train_loss=None if metrics is None else float(metrics["loss"])
         )
-        self.capture.add_round(dict(self._round))
-        self.capture.write_summary(completed=False, seconds=time.monotonic() - self._started)
-        return metrics
-
-
+        if mean is None:
+            return None, metrics
+        stepped = next_global(self.book.global_arrays, {name: a.numpy() for name, a in mean.items()}, self.hyper)
+        return ArrayRecord({name: Array(a) for name, a in stepped.items()}), metrics

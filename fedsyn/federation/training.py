@@ -55,6 +55,11 @@ class LocalHyper:
         spec = cell.federation
         return cls(spec.local_steps, spec.lr, spec.batch_size, spec.capture)
 
+    @property
+    def images(self) -> int:
+        """How many images a client visits in the round: ``steps`` batches of ``batch_size``."""
+        return self.steps * self.batch_size
+
 
 @dataclass
 class LocalResult:

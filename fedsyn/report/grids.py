@@ -30,9 +30,11 @@ class ImageGrid:
 
     @property
     def title(self) -> str:
+        # A negative partition id is a SecAgg+ round's aggregate (fedsyn.federation.capture.AGGREGATE_ID).
+        who = "the clients' aggregate" if self.partition_id < 0 else f"client {self.partition_id}"
         return (
             f"{self.model} {self.trained}ep, defense {self.defense}, attacker {self.attacker} "
-            f"(round {self.round}, client {self.partition_id})"
+            f"(round {self.round}, {who})"
         )
 
 

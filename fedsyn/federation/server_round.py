@@ -1,0 +1,150 @@
+"""What the capturing server does in every round, whichever way the clients' arrays reach it.
+
+Both server paths share this: the plain one (``fedsyn.federation.strategy.CapturingFedAvg``, every
+client's reply in the clear) and the SecAgg+ one (``fedsyn.federation.secure_server``, only the
+clients' mean). Per round the server sends the same local hyperparameters (``train_config``), records
+the global arrays and the round's outcome (``RoundBook``), checks arrays against the protocol
+(``arrays_problem``), indexes what it heard (``index_entry``) and steps the global model from the mean
+reply (``next_global``):
+
+- capture ``update``: ``w <- w + mean(w_local - w)`` for every ``state_dict`` entry;
+- capture ``gradient`` (FedSGD): ``w <- w - lr * mean(gradient)`` for the parameters, buffers kept.
+
+Integer buffers (BatchNorm's step counter) are rounded back to their dtype.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .capture import CaptureWriter, IndexEntry
+from .client_app import DEFENSE
+from .training import LocalHyper
+
+
+def train_config(hyper: LocalHyper) -> dict[str, int | float | str]:
+    """The local hyperparameters a train instruction carries (the client reads them back with
+    ``fedsyn.federation.client_app.hyper_from_config``)."""
+    return {"local-steps": hyper.steps, "lr": hyper.lr, "batch-size": hyper.batch_size, "capture": hyper.capture}
+
+
+def arrays_problem(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Why arrays cannot be aggregated (other names or shapes than the protocol's, NaN/Inf), or None."""
+    absent, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if absent or extra:
+        return f"array names differ from the model's: missing {absent[:5]}, unexpected {extra[:5]}"
+    wrong = [
+        f"{name} {arrays[name].shape} != {shape}" for name, shape in expected.items() if arrays[name].shape != shape
+    ]
+    if wrong:
+        return f"wrong shapes: {', '.join(wrong[:5])}"
+    bad = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+    if bad:
+        return f"NaN or Inf in {len(bad)} array(s), e.g. {bad[0]}"
+    return None
+
+
+def training_summary(metrics: Sequence[Mapping[str, Any]], weight_key: str) -> dict[str, float | int]:
+    """Sample-weighted mean loss and total rejuvenated weights of a round's aggregated replies."""
+    weights = np.array([float(m[weight_key]) for m in metrics])
+    losses = np.array([float(m["loss"]) for m in metrics])
+    return {
+        "loss": float((weights * losses).sum() / weights.sum()),
+        "rejuvenated": int(sum(int(m["rejuvenated"]) for m in metrics)),
+    }
+
+
+def next_global(
+    current: Mapping[str, np.ndarray], mean: Mapping[str, np.ndarray], hyper: LocalHyper
+) -> dict[str, np.ndarray]:
+    """The next global arrays from the current ones and the mean reply (see the module docstring)."""
+    updated: dict[str, np.ndarray] = {}
+    for name, value in current.items():
+        if hyper.capture == "gradient":
+            new = value - hyper.lr * mean[name] if name in mean else value
+        else:
+            new = value + mean[name]
+        if value.dtype.kind in "iu":
+            new = np.rint(new)
+        updated[name] = np.asarray(new, dtype=value.dtype)
+    return updated
+
+
+def index_entry(
+    capture: CaptureWriter,
+    hyper: LocalHyper,
+    *,
+    round: int,
+    node_id: int,
+    metrics: Mapping[str, Any],
+    status: str,
+    reason: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    covers: Sequence[int] = (),
+) -> IndexEntry:
+    """The index line of what the server heard from one node (or of a secure aggregate), built from the
+    reply's metrics: missing metrics become nulls, ``defense.*`` metrics the ``defense`` field."""
+    partition = metrics.get("partition-id")
+
+    def number(key: str, kind: type) -> Any:
+        return kind(metrics[key]) if key in metrics else None
+
+    return IndexEntry(
+        round=round,
+        partition_id=int(partition) if isinstance(partition, (int, float)) else None,
+        node_id=node_id,
+        status=status,
+        reason=reason,
+        file=None,
+        capture=hyper.capture,
+        steps=number("local-steps", int),
+        lr=number("lr", float),
+        batch_size=number("batch-size", int),
+        num_examples=number("num-examples", int),
+        loss=number("loss", float),
+        rejuvenated=number("rejuvenated", int),
+        config_hash=capture.cell.key,
+        shapes={name: list(shape) for name, shape in (shapes or {}).items()},
+        defense={key[len(DEFENSE) :]: float(v) for key, v in metrics.items() if key.startswith(DEFENSE)},
+        covers=list(covers),
+    )
+
+
+class RoundBook:
+    """The server's running record of the federation: the global arrays of the current round (what the
+    next global steps from), and per round its outcome and test accuracy in ``federation.json``."""
+
+    def __init__(self, capture: CaptureWriter) -> None:
+        self.capture = capture
+        self.global_arrays: dict[str, np.ndarray] = {}
+        self._round: dict[str, Any] = {}
+        self._started = time.monotonic()
+        self._round_started = self._started
+
+    def begin(self, round: int, global_arrays: dict[str, np.ndarray]) -> None:
+        """A round starts: keep (and, in captured rounds, store) the global arrays being sent."""
+        self.global_arrays = global_arrays
+        self._round = {"round": round, "accepted": 0, "rejected": 0, "rejections": []}
+        self._round_started = time.monotonic()
+        self.capture.save_global(round, {name: torch.from_numpy(a.copy()) for name, a in global_arrays.items()})
+
+    def trained(self, *, accepted: int, rejections: list[str], train_loss: float | None) -> None:
+        """The round's training outcome: how many replies went into the mean, why others did not."""
+        self._round.update(accepted=accepted, rejected=len(rejections), rejections=rejections)
+        if train_loss is not None:
+            self._round["train_loss"] = train_loss
+
+    def evaluated(self, metrics: Mapping[str, Any] | None) -> None:
+        """The round's test accuracy and loss (None: no client evaluated); closes the round's line."""
+        self._round.update(
+            accuracy=None if metrics is None else float(metrics["accuracy"]),
+            loss=None if metrics is None else float(metrics["loss"]),
+            seconds=time.monotonic() - self._round_started,
+        )
+        self.capture.add_round(dict(self._round))
+        self.capture.write_summary(completed=False, seconds=time.monotonic() - self._started)
