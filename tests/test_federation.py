@@ -102,33 +102,38 @@ def test_round_one_is_captured(run: Capture) -> None:
         assert set(entry.shapes) == set(run.global_state(1))
 
 
+def recomputed_update(capture: Capture, round: int, partition_id: int) -> dict[str, torch.Tensor]:
+    """A client's reply arrays recomputed outside Flower from the captured global arrays, with one torch
+    thread like the clients (client-threads = 1; CPU kernels are exact per thread count)."""
+    cell = capture.cell
+    train = load_split(dataset_spec(cell), "train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return client_round(
+            cell,
+            capture.global_state(round),
+            train=train,
+            partition_indices=client_partitions(cell, train)[partition_id],
+            partition_id=partition_id,
+            round=round,
+            hyper=LocalHyper.from_cell(cell),
+        ).arrays
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("round", [1, 2])
 def test_captured_update_equals_what_the_client_computed(run: Capture, round: int) -> None:
     """Recompute each honest client's reply outside Flower, from the captured global arrays."""
-    cell = run.cell
-    train = load_split(dataset_spec(cell), "train")
-    parts = client_partitions(cell, train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the clients ran with client-threads = 1; CPU kernels are exact per thread count
-    try:
-        for partition_id in range(CLIENTS):
-            if partition_id == FAULTY:
-                continue
-            result = client_round(
-                cell,
-                run.global_state(round),
-                train=train,
-                partition_indices=parts[partition_id],
-                partition_id=partition_id,
-                round=round,
-                hyper=LocalHyper.from_cell(cell),
-            )
-            captured = run.tensors(run.entry(round, partition_id))
-            assert captured.keys() == result.arrays.keys()
-            for name, tensor in result.arrays.items():
-                assert torch.equal(captured[name], tensor), f"partition {partition_id}, {name}"
-    finally:
-        torch.set_num_threads(threads)
+    for partition_id in range(CLIENTS):
+        if partition_id == FAULTY:
+            continue
+        computed = recomputed_update(run, round, partition_id)
+        captured = run.tensors(run.entry(round, partition_id))
+        assert captured.keys() == computed.keys()
+        for name, tensor in computed.items():
+            assert torch.equal(captured[name], tensor), f"partition {partition_id}, {name}"
 
 
 def test_next_global_is_fedavg_of_the_accepted_updates(run: Capture) -> None:
@@ -396,37 +401,18 @@ def test_secagg_capture_holds_one_aggregate_per_round_and_no_client_update(secur
 def test_secagg_aggregate_is_the_mean_of_the_client_updates(secure: Capture) -> None:
     """Recompute every client's update outside Flower: the aggregate is their mean up to SecAgg+'s
     quantisation, unlike any one of them, and the next global is the global plus the aggregate."""
-    cell = secure.cell
-    train = load_split(dataset_spec(cell), "train")
-    parts = client_partitions(cell, train)
     # Each client's arrays are rounded stochastically to steps of 2 * clipping_range / quantization_range
     # (weight num_examples / max_weight = 1), so the mean is off by less than one step.
     step = 2 * 8.0 / 4194304
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the clients ran with client-threads = 1
-    try:
-        for round in range(1, ROUNDS + 1):
-            updates = [
-                client_round(
-                    cell,
-                    secure.global_state(round),
-                    train=train,
-                    partition_indices=parts[p],
-                    partition_id=p,
-                    round=round,
-                    hyper=LocalHyper.from_cell(cell),
-                ).arrays
-                for p in range(SECAGG_CLIENTS)
-            ]
-            aggregate = secure.tensors(secure.aggregate(round))
-            for name, value in aggregate.items():
-                mean = sum(update[name].double() for update in updates) / SECAGG_CLIENTS
-                torch.testing.assert_close(value.double(), mean, rtol=0, atol=step, msg=f"round {round}, {name}")
-            for update in updates:
-                distance = max(float((aggregate[n].double() - t.double()).abs().max()) for n, t in update.items())
-                assert distance > 100 * step
-    finally:
-        torch.set_num_threads(threads)
+    for round in range(1, ROUNDS + 1):
+        updates = [recomputed_update(secure, round, p) for p in range(SECAGG_CLIENTS)]
+        aggregate = secure.tensors(secure.aggregate(round))
+        for name, value in aggregate.items():
+            mean = sum(update[name].double() for update in updates) / SECAGG_CLIENTS
+            torch.testing.assert_close(value.double(), mean, rtol=0, atol=step, msg=f"round {round}, {name}")
+        for update in updates:
+            distance = max(float((aggregate[n].double() - t.double()).abs().max()) for n, t in update.items())
+            assert distance > 100 * step
     before, after, aggregate = secure.global_state(1), secure.global_state(2), secure.tensors(secure.aggregate(1))
     for name, start in before.items():
         expected = start.double() + aggregate[name].double()
