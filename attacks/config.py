@@ -67,6 +67,12 @@ class LocalUpdate(BaseModel):
         "each on its consecutive equal share of the images",
     )
 
+    def scaled_gradient(self, bn_mode: str) -> bool:
+        """Whether this update is ``-lr`` times one gradient of all its images, so that the attack can
+        match a gradient instead of unrolling the local training: one local step, taken by one client,
+        or by several whose BatchNorm does not couple the images of a share (``bn_mode="eval"``)."""
+        return self.steps == 1 and (self.clients == 1 or bn_mode == "eval")
+
 
 class AttackConfig(BaseModel):
     """One gradient-inversion attack (Geiping et al. 2020 by default).

@@ -44,7 +44,7 @@ from .labels import recover_labels
 from .objectives import Matcher, flatten, total_variation
 from .progress import Progress
 from .replica import last_layer_index, parameter_names, replica, task_loss
-from .targets import check_factors, check_target, check_tensors, label_signal, matched_signal
+from .targets import check_factors, check_target, check_tensors, label_signal, matched_signal, unrolls
 from .unroll import unrolled_update
 
 # evaluate(x) -> (objective per restart, matching loss per restart, d objective / dx)
@@ -133,7 +133,8 @@ class _Attack:
         if fl_factors is not None:
             factors = [None if f is None else f.to(device) for f in check_factors(model, fl_factors)]
         self.factors = {n: f for n, f in zip(self.names, factors or []) if f is not None}
-        matched = matched_signal(checked, update, factors)
+        self.unrolls = unrolls(update, config.bn_mode)
+        matched = matched_signal(checked, update, factors, config.bn_mode)
         self.mean = _channel_vector("mean", mean, device)
         self.std = _channel_vector("std", std, device)
         if self.std.numel() != self.mean.numel() or not (self.std > 0).all():
@@ -144,7 +145,7 @@ class _Attack:
             raise ValueError(f"image_shape must be ({channels}, H, W) to match mean/std, got {self.image_shape}")
         classes = self._num_classes()
         if labels is None:
-            grads = label_signal(matched, update)
+            grads = label_signal(matched, update, config.bn_mode)
             self.labels = recover_labels(
                 grads[last_layer_index(self.net)], num_images, strategy=config.label_strategy
             ).to(device)
@@ -180,8 +181,6 @@ class _Attack:
 
     # -- the objective ---------------------------------------------------------------------------
 
-    def _plain_autograd(self) -> bool:
-        return self.update is None or self.update.steps == 1
 
     def _autograd_objective(self) -> Evaluate:
         """One restart, gradient target: module autograd with ``create_graph`` w.r.t. the parameters only."""
@@ -203,10 +202,10 @@ class _Attack:
         """Any target, R restarts at once: ``torch.func`` signals, vectorised over restarts by ``vmap``."""
         params = {n: p.detach() for n, p in self.net.named_parameters()}
         net, labels, names, update, factors = self.net, self.labels, self.names, self.update, self.factors
-        matcher, tv = self.matcher, self.tv
+        matcher, tv, replay = self.matcher, self.tv, self.unrolls
 
         def signal(images: torch.Tensor) -> torch.Tensor:
-            if update is None or update.steps == 1:
+            if not replay:
                 values = grad(lambda p: task_loss(net, p, images, labels))(params)
             else:
                 values = unrolled_update(net, params, images, labels, update, factors)
@@ -223,7 +222,7 @@ class _Attack:
         return evaluate
 
     def _objective(self, restarts: int) -> Evaluate:
-        if restarts == 1 and self._plain_autograd():
+        if restarts == 1 and not self.unrolls:
             return self._autograd_objective()
         return self._functional_objective(restarts)
 
@@ -314,7 +313,7 @@ class _Attack:
             "restarts": cfg.restarts,
             "restart_mode": "sequential" if sequential else "batched",
             "labels": self.label_source,
-            "target": _target_kind(self.update),
+            "target": _target_kind(self.update, self.unrolls),
             "informed": bool(self.factors),
             "masked": self.matcher.index is not None,
             "device": str(self.device),
@@ -325,9 +324,9 @@ class _Attack:
         return Reconstruction(images=images.detach().cpu(), labels=self.labels.cpu(), stats=stats)
 
 
-def _target_kind(update: LocalUpdate | None) -> str:
+def _target_kind(update: LocalUpdate | None, unrolled: bool) -> str:
     if update is None:
         return "gradient"
-    if update.steps == 1:
-        return "update (1 step)"
-    return f"update ({update.steps} steps, unrolled)"
+    clients = f", mean of {update.clients} clients" if update.clients > 1 else ""
+    replayed = ", unrolled" if unrolled else ""
+    return f"update ({update.steps} step{'s' if update.steps > 1 else ''}{clients}{replayed})"

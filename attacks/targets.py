@@ -59,8 +59,13 @@ def check_factors(model: nn.Module, factors: Sequence[torch.Tensor | None]) -> l
     return checked
 
 
+def unrolls(update: LocalUpdate | None, bn_mode: str) -> bool:
+    """Whether the attack must replay the local training (see ``LocalUpdate.scaled_gradient``)."""
+    return update is not None and not update.scaled_gradient(bn_mode)
+
+
 def matched_signal(
-    target: list[torch.Tensor], update: LocalUpdate | None, factors: list[torch.Tensor | None] | None
+    target: list[torch.Tensor], update: LocalUpdate | None, factors: list[torch.Tensor | None] | None, bn_mode: str
 ) -> list[torch.Tensor]:
     """What the candidate's signal is compared with.
 
@@ -68,19 +73,19 @@ def matched_signal(
       (the client multiplied its gradient by them, METHODS.md "FL");
     - one local step: ``update = -lr * factors * gradient``, so ``-update / (lr * factors)``; for the
       mean of ``update.clients`` clients' steps that is the gradient of all their images together
-      (see :mod:`attacks.unroll`);
-    - several local steps: the update itself; the attack unrolls the client's SGD (with the factors
-      inside it) and compares parameter differences.
+      (see :mod:`attacks.unroll`) unless BatchNorm uses batch statistics;
+    - otherwise the update itself: the attack unrolls the clients' SGD (with the factors inside it) and
+      compares parameter differences.
     """
     factors = factors or [None] * len(target)
-    if update is None or update.steps == 1:
+    if not unrolls(update, bn_mode):
         scale = 1.0 if update is None else -1.0 / update.lr
         return [t * scale if f is None else t * scale / f for t, f in zip(target, factors)]
     return target
 
 
-def label_signal(matched: list[torch.Tensor], update: LocalUpdate | None) -> list[torch.Tensor]:
-    """A gradient-like view for label recovery: several local steps sum to ``-update / lr`` (up to factors)."""
-    if update is None or update.steps == 1:
+def label_signal(matched: list[torch.Tensor], update: LocalUpdate | None, bn_mode: str) -> list[torch.Tensor]:
+    """A gradient-like view for label recovery: the local steps sum to ``-update / lr`` (up to factors)."""
+    if not unrolls(update, bn_mode):
         return matched
     return [-t for t in matched]

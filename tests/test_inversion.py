@@ -14,6 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 import attacks
+from attacks.replica import replica
 from attacks.targets import matched_signal
 from attacks.unroll import client_batches, unrolled_update
 from fedsyn.models import build_model
@@ -174,7 +175,7 @@ def test_one_step_update_is_a_scaled_gradient(real_batch):
     gradient = _gradient(model, images[:1], labels[:1], mean, std)
     update = attacks.LocalUpdate(steps=1, lr=0.5, batch_size=1)
     sent = [-0.5 * g for g in gradient]
-    for got, want in zip(matched_signal(sent, update, None), gradient):
+    for got, want in zip(matched_signal(sent, update, None, "eval"), gradient):
         torch.testing.assert_close(got, want)
     rec = attacks.reconstruct(model, sent, num_images=1, mean=mean, std=std, update=update,
                               config=attacks.AttackConfig(iterations=2))
@@ -188,10 +189,10 @@ def test_informed_attacker_divides_out_the_fl_factors(real_batch):
     gen = torch.Generator().manual_seed(0)
     factors = [torch.empty_like(g).uniform_(0.5, 1.5, generator=gen) if g.ndim > 1 else None for g in gradient]
     scaled = [g if f is None else g * f for g, f in zip(gradient, factors)]
-    informed = matched_signal(scaled, None, factors)
+    informed = matched_signal(scaled, None, factors, "eval")
     for got, want in zip(informed, gradient):
         torch.testing.assert_close(got, want)
-    oblivious = matched_signal(scaled, None, None)
+    oblivious = matched_signal(scaled, None, None, "eval")
     assert not torch.allclose(oblivious[0], gradient[0])
     rec = attacks.reconstruct(model, scaled, num_images=1, labels=labels[:1], mean=mean, std=std,
                               fl_factors=factors, config=attacks.AttackConfig(iterations=2))
@@ -304,3 +305,32 @@ def test_mask_limits_the_matching_to_kept_entries(real_batch):
     with pytest.raises(ValueError, match="mask for parameter"):
         attacks.reconstruct(model, target, num_images=1, mean=mean, std=std, mask=[k.flatten() for k in keep],
                             config=attacks.AttackConfig(iterations=1))
+
+
+def test_one_step_aggregate_is_unrolled_per_client_where_batchnorm_couples_a_share():
+    """A SecAgg+ mean of two clients' single steps: in eval mode it is one gradient of all the images;
+    with batch statistics each client normalised its own share, so the attack replays the clients."""
+    model = build_model("convnet", 10, seed=0, width=4).train()
+    gen = torch.Generator().manual_seed(0)
+    x, labels = torch.randn(4, 3, 32, 32, generator=gen), torch.tensor([0, 1, 2, 3])
+    update = attacks.LocalUpdate(steps=1, lr=0.1, batch_size=2, clients=2)
+    shares = []
+    for share in (slice(0, 2), slice(2, 4)):
+        local = copy.deepcopy(model)
+        grads = torch.autograd.grad(F.cross_entropy(local(x[share]), labels[share]), list(local.parameters()))
+        shares.append([-0.1 * g for g in grads])
+    aggregate = [(a + b) / 2 for a, b in zip(*shares)]
+    train_cfg = attacks.AttackConfig(iterations=2, bn_mode="train")
+    rec = attacks.reconstruct(model, aggregate, num_images=4, labels=labels, mean=(0.5,) * 3, std=(0.25,) * 3,
+                              config=train_cfg, update=update)
+    assert rec.stats["target"] == "update (1 step, mean of 2 clients, unrolled)"
+    assert not update.scaled_gradient("train") and update.scaled_gradient("eval")
+    net = replica(model, train_cfg, torch.device("cpu"))  # BatchNorm on batch statistics, no running ones
+    replayed = unrolled_update(net, {n: p.detach() for n, p in net.named_parameters()}, x, labels, update)
+    for (name, _), value in zip(net.named_parameters(), aggregate):
+        torch.testing.assert_close(replayed[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    whole = torch.autograd.grad(F.cross_entropy(model(x), labels), list(model.parameters()))
+    assert not torch.allclose(-0.1 * whole[0], aggregate[0], rtol=1e-3, atol=1e-6)
+    eval_rec = attacks.reconstruct(model.eval(), aggregate, num_images=4, labels=labels, mean=(0.5,) * 3,
+                                   std=(0.25,) * 3, config=attacks.AttackConfig(iterations=2), update=update)
+    assert eval_rec.stats["target"] == "update (1 step, mean of 2 clients)"
