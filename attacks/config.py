@@ -36,6 +36,12 @@ DEFAULT_TV: dict[str, float] = {
     "mlp": 1e-4,
     "alexnet": 1e-4,
 }
+# Architectures whose attack runs faster in channels-last layout with one image per restart on the CPU
+# (attacks.inversion explains why). Measured against NCHW on an untrained model, 2 threads, interleaved
+# runs: resnet20 -12%, resnet32 -18% time per iteration; convnet width 32 +8% and width 64 +16%, so the
+# ConvNet stays in NCHW.
+CHANNELS_LAST: frozenset[str] = frozenset({"resnet20", "resnet32", "resnet56"})
+
 # Used when the architecture is not given or not in the table: the value of the paper's own code.
 FALLBACK_TV = 1e-4
 
@@ -102,7 +108,9 @@ class AttackConfig(BaseModel):
         "batched", description="batched: all restarts in one vectorised computation (torch.func.vmap)"
     )
     channels_last: bool | None = Field(
-        None, description="channels-last memory layout; None: on for one image per restart on the CPU"
+        None,
+        description="channels-last memory layout; None: on for one image per restart on the CPU when the "
+        "architecture is in CHANNELS_LAST",
     )
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")

@@ -334,3 +334,16 @@ def test_one_step_aggregate_is_unrolled_per_client_where_batchnorm_couples_a_sha
     eval_rec = attacks.reconstruct(model.eval(), aggregate, num_images=4, labels=labels, mean=(0.5,) * 3,
                                    std=(0.25,) * 3, config=attacks.AttackConfig(iterations=2), update=update)
     assert eval_rec.stats["target"] == "update (1 step, mean of 2 clients)"
+
+
+@pytest.mark.parametrize(("name", "images", "override", "expected"), [
+    ("resnet20", 1, None, True), ("resnet20", 2, None, False), ("convnet", 1, None, False), ("convnet", 1, True, True),
+])
+def test_channels_last_follows_the_measured_architecture_table(name, images, override, expected):
+    model = build_model(name, 10, seed=0, **({"width": 4} if name == "convnet" else {})).eval()
+    x, labels = torch.rand(images, 3, 32, 32), torch.arange(images)
+    target = torch.autograd.grad(F.cross_entropy(model(x), labels), list(model.parameters()))
+    cfg = attacks.AttackConfig(iterations=1, architecture=name, channels_last=override, device="cpu")
+    rec = attacks.reconstruct(model, list(target), num_images=images, labels=labels, mean=(0.5,) * 3,
+                              std=(0.25,) * 3, config=cfg)
+    assert rec.stats["channels_last"] is expected
