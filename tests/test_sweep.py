@@ -22,7 +22,7 @@ from matplotlib import image as mpimg
 
 from fedsyn.sweep.grid import expand
 from fedsyn.sweep.progress import Progress
-from fedsyn.sweep.runner import SweepLockedError, run_sweep, sweep_lock
+from fedsyn.sweep.runner import SweepLockedError, cell_environment, run_sweep, sweep_lock, threads_per_worker
 from fedsyn.sweep.schema import parse_config
 from fedsyn.sweep.store import RESULT_FIELDS, StoreError, open_store
 
@@ -135,6 +135,17 @@ def test_two_workers_give_the_same_rows(tiny_config, reference, tmp_path):
     out = tmp_path / "parallel"
     run_cli(tiny_config, out, "--workers", "2")
     assert comparable_rows(out) == comparable_rows(reference)
+
+
+def test_parallel_cells_split_the_cores_unless_the_user_chose(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_worker(1) == cores
+    assert threads_per_worker(cores + 1) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cell_environment(3)["OMP_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in cell_environment(None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert cell_environment(3)["OMP_NUM_THREADS"] == "7"
 
 
 def free_port() -> int:
