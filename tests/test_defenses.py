@@ -57,6 +57,29 @@ def test_sets_are_ordered_and_types_unique() -> None:
         DefenseSet(name="twice", steps=(prune, Prune(type="prune", fraction=0.5)))
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [{"type": "quantize", "mode": "sign"}],
+        [{"type": "quantize", "mode": "uniform", "bits": 4}],
+        [{"type": "dpsgd"}, {"type": "clip_noise"}, {"type": "prune", "fraction": 0.9}, {"type": "secagg"}],
+    ],
+)
+def test_a_dumped_defense_set_validates_again(steps: list[dict]) -> None:
+    """Cells travel to their processes as JSON, defaults written out; the 'sign' cell once failed here."""
+    original = DefenseSet.model_validate({"name": "d", "steps": steps})
+    again = DefenseSet.model_validate_json(original.model_dump_json())
+    assert again == original
+
+
+def test_quantize_defaults_resolve_per_mode() -> None:
+    assert Quantize(type="quantize", mode="sign").levels_bits == 1
+    assert Quantize(type="quantize").levels_bits == 8
+    assert Quantize(type="quantize").rounding_mode == "stochastic"
+    with pytest.raises(ValidationError, match="'rounding' applies to mode 'uniform' only"):
+        Quantize(type="quantize", mode="sign", rounding="nearest")
+
+
 def test_field_errors_name_the_problem() -> None:
     with pytest.raises(ValidationError, match="mode 'sign' is 1 bit"):
         Quantize(type="quantize", mode="sign", bits=4)

@@ -174,3 +174,23 @@ def test_unknown_metric_is_rejected(results):
 def test_missing_results_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="fedsyn sweep"):
         build_report(tmp_path / "nothing")
+
+
+def test_cells_of_an_earlier_config_are_left_out(tmp_path, capsys):
+    """Editing the config and sweeping into the same folder must not pool old and new numbers."""
+    old = expand(parse_config({**CONFIG, "models": ["lenet"], "trained": [0]}))
+    attack = {"attackers": ["oblivious"], "inversion": {"iterations": 7}}
+    changed = {**CONFIG, "models": ["lenet"], "trained": [0], "attack": attack}
+    new = expand(parse_config(changed))
+    assert not {c.key for c in old} & {c.key for c in new}
+    with open_store(tmp_path) as store:
+        for cells, offset in ((old, 0), (new, 100)):
+            for index, cell in enumerate(cells):
+                rows = [make_row(tmp_path, cell, offset + index, 0, "oblivious")]
+                store.commit_cell(cell, rows, rounds=[{"round": 1, "accuracy": 0.5, "loss": 2.0}], seconds=1.0)
+        store.set_meta("config", parse_config(changed).model_dump_json())
+    build_report(tmp_path)
+    assert f"left out {len(old)} cell(s)" in capsys.readouterr().out
+    points = read_csv(tmp_path / "report" / "privacy_utility.csv")
+    assert {p["cell_key"] for p in points} == {c.key for c in new}
+    assert sorted(float(p["mean"]) for p in points) == [score(100 + i, 0, "oblivious") for i in range(len(new))]

@@ -48,22 +48,34 @@ class Prune(StrictModel):
 class Quantize(StrictModel):
     """Quantise the update: ``sign`` (1 bit times the mean magnitude) or ``uniform`` with ``bits`` bits.
 
-    ``uniform`` puts ``2**bits`` evenly spaced levels on each tensor's [min, max] and rounds to them
-    ``stochastic``-ally (unbiased, QSGD-style; default) or to the ``nearest`` level.
+    ``uniform`` puts ``2**bits`` evenly spaced levels on each tensor's [min, max] (8 bits unless set) and
+    rounds to them ``stochastic``-ally (unbiased, QSGD-style; the default) or to the ``nearest`` level.
+    Unset fields stay ``None`` so that a dumped config validates again (a cell travels as JSON).
     """
 
     type: Literal["quantize"]
     mode: Literal["sign", "uniform"] = "uniform"
-    bits: int = Field(8, ge=1, le=16)
-    rounding: Literal["stochastic", "nearest"] = "stochastic"
+    bits: int | None = Field(None, ge=1, le=16)
+    rounding: Literal["stochastic", "nearest"] | None = None
 
     @model_validator(mode="after")
     def _sign_is_one_bit(self) -> "Quantize":
-        if self.mode == "sign" and self.bits != 1 and "bits" in self.model_fields_set:
+        if self.mode == "sign" and self.bits not in (None, 1):
             raise ValueError("quantize: mode 'sign' is 1 bit; leave 'bits' unset or set it to 1")
-        if self.mode == "sign" and "rounding" in self.model_fields_set:
+        if self.mode == "sign" and self.rounding is not None:
             raise ValueError("quantize: 'rounding' applies to mode 'uniform' only")
         return self
+
+    @property
+    def levels_bits(self) -> int:
+        """Bits per value: 1 for ``sign``, ``bits`` (default 8) for ``uniform``."""
+        if self.mode == "sign":
+            return 1
+        return self.bits if self.bits is not None else 8
+
+    @property
+    def rounding_mode(self) -> Literal["stochastic", "nearest"]:
+        return self.rounding if self.rounding is not None else "stochastic"
 
 
 class SecAgg(StrictModel):

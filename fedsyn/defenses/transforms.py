@@ -121,6 +121,5 @@ def quantize(
         if config.mode == "sign":
             out[i] = quantize_sign(update[i])
         else:
-            out[i] = quantize_uniform(update[i], config.bits, config.rounding, generator)
-    bits = 1 if config.mode == "sign" else config.bits
-    return out, {"bits": float(bits)}
+            out[i] = quantize_uniform(update[i], config.levels_bits, config.rounding_mode, generator)
+    return out, {"bits": float(config.levels_bits)}

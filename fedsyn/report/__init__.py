@@ -10,7 +10,9 @@ writes::
     DIR/report/privacy_utility.png  the scatter of the two
     DIR/report/grids/*.png          true images and reconstructions per combination
 
-and prints the tables to the terminal.
+and prints the tables to the terminal. Only the cells of the config the sweep last ran in ``DIR`` count:
+cells that an earlier version of the config left in the store (a changed budget, a renamed defense) are
+left out and counted, never pooled with the current ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from fedsyn.sweep.grid import expand
+from fedsyn.sweep.schema import ExperimentConfig
 from fedsyn.sweep.store import open_store
 
 from .grids import image_grids
@@ -47,6 +51,12 @@ def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
         rows = store.results()
         cells = store.cells()
         config = store.meta("config")
+    stale = 0
+    if config:
+        current = {cell.key for cell in expand(ExperimentConfig.model_validate_json(config))}
+        stale = sum(1 for c in cells if c["cell_key"] not in current)
+        cells = [c for c in cells if c["cell_key"] in current]
+        rows = [r for r in rows if r["cell_key"] in current]
     title = f"fedsyn report: {json.loads(config).get('name', results_dir.name) if config else results_dir.name}"
     out = results_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +80,8 @@ def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
     )
     for table in tables:
         print(to_text(table), file=sys.stdout)
+    if stale:
+        print(f"left out {stale} cell(s) that an earlier version of the config left in {results_dir}")
     failed = sum(1 for c in cells if c["status"] == "failed")
     if failed:
         print(f"{failed} cell(s) failed; see {html_path} (run the sweep again to retry them)")
