@@ -22,7 +22,7 @@ from fedsyn.cli import main
 from fedsyn.defenses import DefenseSet, apply_defenses
 from fedsyn.federation.capture import Capture, CaptureError, CaptureWriter
 from fedsyn.federation.client_data import client_partitions, dataset_spec, load_split
-from fedsyn.federation.evaluator import ROWS_FILE
+from fedsyn.federation.evaluator import ROWS_FILE, attack_inputs
 from fedsyn.federation.settings import (
     RunConfigError,
     parse_node_config,
@@ -174,6 +174,19 @@ def test_attack_one_client_on_a_small_budget(run: Capture, tmp_path: Path) -> No
     assert (tmp_path / ok["image_path"]).is_file()
     rejected = by_client[FAULTY]
     assert rejected["status"] == "rejected" and "NaN" in rejected["error"] and rejected["mse"] is None
+
+
+def test_informed_attacker_leaves_rejuvenated_weights_out(run: Capture) -> None:
+    """The evaluator hands the informed attacker its WR mask; the oblivious one matches everything."""
+    cell, entry = run.cell, run.entry(1, 0)
+    train = load_split(dataset_spec(cell), "train")
+    model = server_model(cell, train.num_classes, train.in_shape)
+    model.load_state_dict(run.global_state(1))
+    tensors = run.tensors(entry)
+    assert attack_inputs(cell, "oblivious", model, tensors, entry, train)["mask"] is None
+    mask = attack_inputs(cell, "informed", model, tensors, entry, train)["mask"]
+    flagged = sum(int((~keep).sum()) for keep in mask)
+    assert entry.rejuvenated > 0 and 0.5 * entry.rejuvenated <= flagged <= 2 * entry.rejuvenated
 
 
 def _metadata() -> Metadata:

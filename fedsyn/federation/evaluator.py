@@ -19,8 +19,10 @@ Attackers (METHODS.md, "Oblivious vs informed"):
 - ``oblivious`` treats what it captured as the gradient of one batch: a captured update ``w_local -
   w_global`` becomes the gradient direction ``-update``; no FL factors, no local hyperparameters.
 - ``informed`` knows what the threat model lets it know: the local hyperparameters of an update
-  (``attacks.LocalUpdate``, the attack unrolls the client's SGD) and the FL factors when they are
-  shared (``biomod.fl_scope: shared``, derived from the federation seed like the clients do).
+  (``attacks.LocalUpdate``, the attack unrolls the client's SGD), the FL factors when they are
+  shared (``biomod.fl_scope: shared``, derived from the federation seed like the clients do), and the
+  cell's WR settings and defense set: it leaves the weights WR re-drew and the entries pruning zeroed
+  out of the matching.
 
 Both use the model the server knows (``cell_model.server_model``: architecture and WS structure, the
 global arrays of that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
@@ -42,6 +44,7 @@ import attacks
 from attacks.config import LocalUpdate
 from fedsyn.biomod import fuzzy_factors
 from fedsyn.data import ImageDataset
+from fedsyn.defenses.knowledge import informed_mask, rejuvenation_bounds
 from fedsyn.seeding import derive_seed
 from fedsyn.sweep.grid import Cell
 from fedsyn.sweep.schema import AttackSpec
@@ -103,17 +106,24 @@ def attack_inputs(
     entry: IndexEntry,
     train: ImageDataset,
 ) -> dict[str, Any]:
-    """``target``, ``update`` and ``fl_factors`` for ``attacks.reconstruct`` as ``attacker`` sees them."""
+    """``target``, ``update``, ``fl_factors`` and ``mask`` for ``attacks.reconstruct`` as ``attacker`` sees
+    them. The informed attacker's mask leaves out the weights WR re-drew and the entries pruning zeroed
+    (``fedsyn.defenses.knowledge.informed_mask``)."""
     target = [tensors[name] for name, _ in model.named_parameters()]
     if attacker == "oblivious":
         if entry.capture == "update":
             target = [-tensor for tensor in target]
-        return {"target": target, "update": None, "fl_factors": None}
+        return {"target": target, "update": None, "fl_factors": None, "mask": None}
     update = None
     if entry.capture == "update":
         clients = len(entry.covers) if entry.aggregate else 1
         update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size, clients=clients)
-    return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, train)}
+    # Which layers rejuvenate is public; any client's converted model tells (its WR stream is not used).
+    bounds = rejuvenation_bounds(client_model(cell, 0, 1, train.num_classes, train.in_shape)) if cell.biomod.wr else {}
+    mask = informed_mask(
+        model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps
+    )
+    return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, train), "mask": mask}
 
 
 def _row(cell: Cell, entry: IndexEntry, attacker: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:
@@ -173,6 +183,7 @@ def attack_entry(
             config=config,
             update=inputs["update"],
             fl_factors=inputs["fl_factors"],
+            mask=inputs["mask"],
             image_shape=train.in_shape,
         )
         seconds = time.monotonic() - started
