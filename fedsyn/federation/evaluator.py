@@ -89,12 +89,16 @@ def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torc
     return train.unit(chosen), train.labels[chosen]
 
 
-def shared_factors(cell: Cell, model: torch.nn.Module, train: ImageDataset) -> list[torch.Tensor | None] | None:
-    """The FL factors an informed attacker can derive (``fl_scope: shared``), aligned with ``model.parameters()``."""
+def shared_factors(
+    cell: Cell, model: torch.nn.Module, client: torch.nn.Module
+) -> list[torch.Tensor | None] | None:
+    """The FL factors an informed attacker can derive (``fl_scope: shared``), aligned with ``model.parameters()``.
+
+    ``client`` is any client's converted model: shared factors come from the federation seed alone, so
+    any partition and round give the same ones."""
     if not (cell.biomod.fl and cell.biomod.fl_scope == "shared"):
         return None
-    # Shared factors come from the federation seed alone: any partition and round give the same ones.
-    factors = fuzzy_factors(client_model(cell, 0, 1, train.num_classes, train.in_shape))
+    factors = fuzzy_factors(client)
     return [factors.get(name) for name, _ in model.named_parameters()]
 
 
@@ -118,12 +122,14 @@ def attack_inputs(
     if entry.capture == "update":
         clients = len(entry.covers) if entry.aggregate else 1
         update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size, clients=clients)
-    # Which layers rejuvenate is public; any client's converted model tells (its WR stream is not used).
-    bounds = rejuvenation_bounds(client_model(cell, 0, 1, train.num_classes, train.in_shape)) if cell.biomod.wr else {}
+    # Any client's converted model shows what is public: which layers rejuvenate (its WR stream is not
+    # used) and the shared FL factors. Built once for both.
+    client = client_model(cell, 0, 1, train.num_classes, train.in_shape)
+    bounds = rejuvenation_bounds(client) if cell.biomod.wr else {}
     mask = informed_mask(
         model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps
     )
-    return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, train), "mask": mask}
+    return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, client), "mask": mask}
 
 
 def _row(cell: Cell, entry: IndexEntry, attacker: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ left out and counted, never pooled with the current ones.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -52,12 +51,15 @@ def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
         cells = store.cells()
         config = store.meta("config")
     stale = 0
+    name = results_dir.name
     if config:
-        current = {cell.key for cell in expand(ExperimentConfig.model_validate_json(config))}
+        experiment = ExperimentConfig.model_validate_json(config)
+        name = experiment.name
+        current = {cell.key for cell in expand(experiment)}
         stale = sum(1 for c in cells if c["cell_key"] not in current)
         cells = [c for c in cells if c["cell_key"] in current]
         rows = [r for r in rows if r["cell_key"] in current]
-    title = f"fedsyn report: {json.loads(config).get('name', results_dir.name) if config else results_dir.name}"
+    title = f"fedsyn report: {name}"
     out = results_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
