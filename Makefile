@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install install-bench test test-all demo clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
+
+# The benchmarks' extra: breaching, the reference attack of benchmarks/attack_quality.py --reference.
+install-bench: $(STAMP)
+	$(BIN)/pip install -e ".[dev,bench]"
 
 test: $(STAMP)
 	$(BIN)/pytest

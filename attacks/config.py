@@ -109,8 +109,14 @@ class AttackConfig(BaseModel):
     )
     channels_last: bool | None = Field(
         None,
-        description="channels-last memory layout; None: on for one image per restart on the CPU when the "
-        "architecture is in CHANNELS_LAST",
+        description="channels-last memory layout; None: on the CPU, on when compiling, otherwise for one image "
+        "per restart when the architecture is in CHANNELS_LAST",
+    )
+    compile: bool = Field(
+        False,
+        description="run the objective through torch.compile (inductor; on the CPU it needs a C++ compiler): "
+        "1.3-1.7x faster per iteration on 2 CPU cores, after a one-off compilation of up to one and a half "
+        "minutes per model and image shape that is cached on disk (see attacks.inversion)",
     )
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
