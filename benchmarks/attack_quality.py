@@ -30,9 +30,9 @@ import contextlib
 import io
 import logging
 import os
-import warnings
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np

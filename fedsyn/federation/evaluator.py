@@ -89,14 +89,18 @@ def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torc
     return train.unit(chosen), train.labels[chosen]
 
 
+def _fl_shared(cell: Cell) -> bool:
+    return cell.biomod.fl and cell.biomod.fl_scope == "shared"
+
+
 def shared_factors(
-    cell: Cell, model: torch.nn.Module, client: torch.nn.Module
+    cell: Cell, model: torch.nn.Module, client: torch.nn.Module | None
 ) -> list[torch.Tensor | None] | None:
     """The FL factors an informed attacker can derive (``fl_scope: shared``), aligned with ``model.parameters()``.
 
-    ``client`` is any client's converted model: shared factors come from the federation seed alone, so
-    any partition and round give the same ones."""
-    if not (cell.biomod.fl and cell.biomod.fl_scope == "shared"):
+    ``client`` is any client's converted model (needed only when the factors are shared, else ``None``):
+    shared factors come from the federation seed alone, so any partition and round give the same ones."""
+    if not _fl_shared(cell):
         return None
     factors = fuzzy_factors(client)
     return [factors.get(name) for name, _ in model.named_parameters()]
@@ -123,8 +127,10 @@ def attack_inputs(
         clients = len(entry.covers) if entry.aggregate else 1
         update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size, clients=clients)
     # Any client's converted model shows what is public: which layers rejuvenate (its WR stream is not
-    # used) and the shared FL factors. Built once for both.
-    client = client_model(cell, 0, 1, train.num_classes, train.in_shape)
+    # used) and the shared FL factors. Built once, and only when one of the two needs it.
+    client = None
+    if cell.biomod.wr or _fl_shared(cell):
+        client = client_model(cell, 0, 1, train.num_classes, train.in_shape)
     bounds = rejuvenation_bounds(client) if cell.biomod.wr else {}
     mask = informed_mask(
         model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps
