@@ -9,8 +9,14 @@ from attacks import metrics
 from attacks.config import DEFAULT_TV, AttackConfig, LocalUpdate, default_tv
 from attacks.inversion import Reconstruction, reconstruct
 from attacks.labels import recover_labels
+from attacks.methods import DEFAULT_METHOD, METHODS, AttackInputs, NotApplicable, run_method
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "AttackInputs",
+    "NotApplicable",
+    "run_method",
     "DEFAULT_TV",
     "AttackConfig",
     "LocalUpdate",
