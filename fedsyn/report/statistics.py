@@ -4,7 +4,7 @@ Pure functions on plain Python and numpy data (no store, no config). See docs/st
 reasoning; in short:
 
 - a cell's mean gets a 95% *expanded percentile bootstrap* interval (Hesterberg 2015, "What teachers should
-  know about the bootstrap", The American Statistician 69(4), section 4.1): the percentile interval of the
+  know about the bootstrap", The American Statistician 69(4)): the percentile interval of the
   resampled means, at the tail levels of a t interval widened by sqrt(n / (n - 1)), which keeps the
   coverage near nominal for the small n of a CPU sweep where the plain percentile interval is too narrow;
 - a defended cell is compared with the undefended (baseline) cell of its column pair by pair (same seed,
@@ -18,7 +18,6 @@ reasoning; in short:
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -281,6 +280,8 @@ class ColumnRanking:
 
 @dataclass(frozen=True)
 class TableStatistics:
+    """Everything ``table_statistics`` found for one table: per cell, and per column its most private row."""
+
     metric: str
     baseline: Hashable
     confidence: float
