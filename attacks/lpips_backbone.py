@@ -5,12 +5,16 @@ the LPIPS module is built with a random trunk (`pnet_rand=True`; its calibrated 
 the `lpips` wheel), and the trunk's weights are then loaded from a file on disk, by default torchvision's
 own cache entry `<torch.hub.get_dir()>/checkpoints/alexnet-owt-7be5be79.pth`. When no file can be loaded
 the caller gets `LpipsUnavailable` with the reason; a random trunk is never used for scoring.
+
+`fetch_backbone()` is the only download, run on request (`fedsyn fetch-weights`): torchvision's own loader
+puts the file into that cache entry, checking its SHA-256 prefix.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import urllib.error
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +34,10 @@ MIN_SIDE = 31
 
 class LpipsUnavailable(RuntimeError):
     """LPIPS cannot be computed; the message says why and how to fix it."""
+
+
+class BackboneFetchError(RuntimeError):
+    """The AlexNet backbone could not be downloaded or read back; the message says why and what to do."""
 
 
 def default_backbone_path() -> Path:
@@ -112,3 +120,42 @@ def lpips_distances(model: lpips.LPIPS, rec: torch.Tensor, true: torch.Tensor) -
     rec, true = (x.to(device=device, dtype=torch.float32).expand(-1, 3, -1, -1) * 2 - 1 for x in (rec, true))
     with torch.inference_mode():
         return model(rec, true).flatten().double().cpu()
+
+
+def fetch_backbone(*, progress: bool = True) -> Path:
+    """Download torchvision's ImageNet AlexNet into the torch hub cache, unless it is there; return its path.
+
+    The file lands at `default_backbone_path()`, where `lpips_model` looks by default, through torchvision's
+    loader (`AlexNet_Weights.IMAGENET1K_V1`, hash-checked). A file already in the cache is not downloaded
+    again; either way it is then loaded as LPIPS will load it. Raises `BackboneFetchError` when the download
+    fails (offline, blocked, wrong hash) or the cached file is not usable, saying why.
+    """
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    target = default_backbone_path()
+    if weights.url != ALEXNET_URL:
+        raise BackboneFetchError(
+            f"torchvision now serves AlexNet from {weights.url}, not {ALEXNET_URL} which fedsyn's LPIPS reads; "
+            f"update attacks.lpips_backbone.ALEXNET_FILE"
+        )
+    if not target.is_file():
+        try:
+            weights.get_state_dict(progress=progress, check_hash=True)
+        except urllib.error.HTTPError as exc:
+            raise BackboneFetchError(
+                f"could not download the LPIPS AlexNet backbone: {ALEXNET_URL} answered HTTP {exc.code} {exc.reason}"
+            ) from exc
+        except urllib.error.URLError as exc:
+            raise BackboneFetchError(
+                f"could not download the LPIPS AlexNet backbone from {ALEXNET_URL}: {exc.reason}. This machine "
+                f"seems to be offline or cannot reach download.pytorch.org; download that file on a machine "
+                f"with internet and copy it to {target} (the torch hub cache, set by $TORCH_HOME)"
+            ) from exc
+        except (OSError, RuntimeError) as exc:  # a full disk, an unwritable cache, a hash mismatch
+            raise BackboneFetchError(f"could not store the LPIPS AlexNet backbone at {target}: {exc}") from exc
+    try:
+        lpips_model(target, torch.device("cpu"))
+    except LpipsUnavailable as exc:
+        raise BackboneFetchError(f"{target} is in the cache but unusable; delete it and fetch again. {exc}") from exc
+    return target

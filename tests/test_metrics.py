@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,39 @@ def test_building_lpips_leaves_the_global_random_stream_alone(tmp_path):
     torch.manual_seed(17)
     lpips_backbone.lpips_model(path, torch.device("cpu"))
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.fixture
+def unreachable_network(monkeypatch):
+    """Every urllib request goes through a proxy on a closed local port, so a download fails at once as it
+    does offline, on any machine (an online one would otherwise fetch the real 233 MB file)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = f"http://127.0.0.1:{port}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+    monkeypatch.setattr(urllib.request, "_opener", opener)
+
+
+def test_fetch_backbone_offline_says_why_and_what_to_do(empty_torch_home, unreachable_network):
+    target = empty_torch_home / "hub" / "checkpoints" / lpips_backbone.ALEXNET_FILE
+    with pytest.raises(lpips_backbone.BackboneFetchError) as caught:
+        lpips_backbone.fetch_backbone(progress=False)
+    message = str(caught.value)
+    assert "offline" in message and "Connection refused" in message
+    assert lpips_backbone.ALEXNET_URL in message and str(target) in message
+    assert not target.exists()
+
+
+def test_fetch_backbone_keeps_a_cached_file_and_lpips_loads_it(empty_torch_home, unreachable_network):
+    target = lpips_backbone.default_backbone_path()
+    target.parent.mkdir(parents=True)
+    state = save_alexnet_features(target, seed=18)
+
+    assert lpips_backbone.fetch_backbone(progress=False) == target  # no network needed: it is cached
+    loaded = lpips_backbone.lpips_model(target, torch.device("cpu")).net.state_dict()
+    assert torch.equal(loaded["slice1.0.weight"], state["features.0.weight"])
+
+    target.write_bytes(b"half a download")
+    with pytest.raises(lpips_backbone.BackboneFetchError, match="unusable; delete it and fetch again"):
+        lpips_backbone.fetch_backbone(progress=False)

@@ -21,8 +21,9 @@ from typing import Any
 from fedsyn.models import MODEL_NAMES
 from fedsyn.sweep.schema import COMBOS
 
+from .directions import HIGHER_IS_PRIVATE
+
 REPORT_METRICS: tuple[str, ...] = ("mse_pct", "psnr", "ssim", "lpips", "mse")
-HIGHER_IS_PRIVATE: dict[str, bool] = {"mse_pct": True, "lpips": True, "mse": True, "psnr": False, "ssim": False}
 METRIC_TITLES: dict[str, str] = {
     "mse_pct": "MSE[%] (higher = more private)",
     "psnr": "PSNR in dB (lower = more private)",
