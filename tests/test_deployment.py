@@ -118,7 +118,7 @@ def assert_serves_tls(address: str, ca: Path) -> None:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
-@pytest.mark.slow  # 80-100 s on the 2-core dev machine: every message starts a ClientApp process
+@pytest.mark.slow  # 80-140 s on the shared 2-core dev machine: every message starts a ClientApp process
 def test_loopback_deployment_captures_and_attacks_over_tls_with_authenticated_supernodes(tmp_path: Path) -> None:
     config = tmp_path / "experiment.yaml"
     config.write_text(yaml.safe_dump(EXPERIMENT))
