@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install install-bench test test-all demo clean
+.PHONY: install install-bench test test-all demo certs clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fedsyn quickstart --out results/quickstart
+
+# Test credentials of the secure deployment (docker-compose.yml): a CA, the SuperLink's certificate and one
+# key pair per SuperNode, into ./certs (kept out of git and of the image). Refuses to overwrite.
+SUPERNODES ?= 2
+certs: $(STAMP)
+	$(BIN)/python -m fedsyn.federation.certs certs --supernodes $(SUPERNODES)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -1,7 +1,8 @@
 """The one-shot runner of a real deployment: ``flwr run`` one cell on a running SuperLink, then attack
 its capture and write the results store and report.
 
-    python -m fedsyn.federation.runner CONFIG --superlink HOST:PORT --results DIR [--cell N] [--app DIR]
+    python -m fedsyn.federation.runner CONFIG --superlink HOST:PORT --results DIR
+        (--root-certificates CA | --insecure) [--cell N] [--app DIR]
 
 The compose file's ``runner`` service and ``tests/test_deployment.py`` both use it. The ServerApp runs
 inside the SuperLink's process tree and writes the capture to ``DIR/federation/<cell key>``, so DIR must
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +27,7 @@ from fedsyn.sweep.schema import load_config
 
 from . import deployment
 from .capture import SUMMARY_FILE
+from .deployment import DeploymentError, wait_for_port
 from .settings import run_config
 
 CONNECTION = "fedsyn"
@@ -34,29 +35,23 @@ FEDERATION_DIR = "federation"
 ATTACK_DIR = "attack"
 
 
-class DeploymentError(RuntimeError):
-    """The SuperLink could not be reached, or the run ended without a complete capture."""
-
-
-def wait_for_port(address: str, timeout: float) -> None:
-    """Block until ``host:port`` accepts TCP connections (the SuperLink is up)."""
-    host, port = address.rsplit(":", 1)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=2):
-                return
-        except OSError as err:
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"no SuperLink answers at {address} after {timeout:.0f} s: {err}") from None
-            time.sleep(1)
-
-
-def flwr_run(cell: Cell, *, app: Path, superlink: str, results: Path, timeout: float) -> Path:
-    """Submit ``cell`` to the SuperLink with ``flwr run`` and wait for its capture; returns the capture dir."""
+def flwr_run(
+    cell: Cell,
+    *,
+    app: Path,
+    superlink: str,
+    results: Path,
+    timeout: float,
+    root_certificates: Path | None = None,
+    insecure: bool = False,
+) -> Path:
+    """Submit ``cell`` to the SuperLink with ``flwr run`` (over TLS trusting ``root_certificates``, or
+    explicitly ``insecure``) and wait for its capture; returns the capture dir."""
     capture_dir = results / FEDERATION_DIR / cell.key
+    ca = None if root_certificates is None else root_certificates.resolve()
+    connection = deployment.flower_config(CONNECTION, superlink, root_certificates=ca, insecure=insecure)
     with tempfile.TemporaryDirectory(prefix="fedsyn-flwr-") as home:
-        Path(home, deployment.CONFIG_FILE).write_text(deployment.flower_config(CONNECTION, superlink))
+        Path(home, deployment.CONFIG_FILE).write_text(connection)
         overrides = Path(home, "run_config.toml")
         overrides.write_text(deployment.run_config_toml(run_config(cell, results / FEDERATION_DIR)))
         env = {**os.environ, **deployment.ENVIRONMENT, "FLWR_HOME": home}
@@ -74,7 +69,15 @@ def flwr_run(cell: Cell, *, app: Path, superlink: str, results: Path, timeout: f
 
 
 def run_deployment(
-    config: Path, *, superlink: str, results: Path, cell_index: int = 0, app: Path = Path("."), timeout: float = 3600
+    config: Path,
+    *,
+    superlink: str,
+    results: Path,
+    root_certificates: Path | None = None,
+    insecure: bool = False,
+    cell_index: int = 0,
+    app: Path = Path("."),
+    timeout: float = 3600,
 ) -> Path:
     """Federate one cell of ``config`` on the SuperLink, attack it, store and report; returns report.html."""
     from fedsyn.report import build_report
@@ -90,7 +93,15 @@ def run_deployment(
     results = results.resolve()
     started = time.monotonic()
     wait_for_port(superlink, timeout=120)
-    capture_dir = flwr_run(cell, app=app.resolve(), superlink=superlink, results=results, timeout=timeout)
+    capture_dir = flwr_run(
+        cell,
+        app=app.resolve(),
+        superlink=superlink,
+        results=results,
+        timeout=timeout,
+        root_certificates=root_certificates,
+        insecure=insecure,
+    )
     attack_dir = results / ATTACK_DIR
     rows = attack_capture(capture_dir, attack=cell.attack, out=attack_dir)
     for row in rows:
@@ -108,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="experiment YAML")
     parser.add_argument("--superlink", required=True, help="the SuperLink's address, host:port")
     parser.add_argument("--results", type=Path, required=True, help="results folder shared with the SuperLink")
+    security = parser.add_mutually_exclusive_group(required=True)
+    security.add_argument(
+        "--root-certificates", type=Path, help="CA certificate of the SuperLink's TLS certificate (fedsyn certs)"
+    )
+    security.add_argument("--insecure", action="store_true", help="talk to a SuperLink started with --insecure")
     parser.add_argument("--cell", type=int, default=0, help="index of the cell to run (fedsyn sweep --dry-run)")
     parser.add_argument("--app", type=Path, default=Path("."), help="the Flower App folder (holds pyproject.toml)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run")
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         args.config,
         superlink=args.superlink,
         results=args.results,
+        root_certificates=args.root_certificates,
+        insecure=args.insecure,
         cell_index=args.cell,
         app=args.app,
         timeout=args.timeout,
