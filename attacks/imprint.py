@@ -37,8 +37,12 @@ from torch import nn
 
 from .inversion import Reconstruction
 
-# A bin's bias difference below this fraction of the largest one is float noise, not an image.
+# A bin's bias difference below this fraction of the largest one is not an image (a numerically tiny
+# gradient weight: its ratio is unreliable).
 _NEGLIGIBLE = 1e-4
+# ... nor one below this many float32 epsilons of the magnitudes it was computed from (an empty bin's
+# difference is rounding noise: for an update, that of the float32 weights w_local - w_global).
+_ROUNDING = 2.0
 # Candidates closer than this (relative L2 distance) are the same image.
 _DUPLICATE = 1e-3
 
@@ -78,7 +82,7 @@ def bin_candidates(
     weight_keep: torch.Tensor | None = None,
     bias_keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per bin, ``(dW[i] - dW[i+1]) / (db[i] - db[i+1])`` and the bias difference (float64).
+    """Per bin, ``(dW[i] - dW[i+1]) / (db[i] - db[i+1])`` and the bias difference ``db`` (float64).
 
     ``weight``/``bias`` are the measuring layer's gradient or update (FL factors already divided out),
     ``rows`` (bins, copies) its rows per threshold; entries with ``keep`` False are left out of the row
@@ -97,6 +101,17 @@ def bin_candidates(
     nonzero = db != 0
     ratio = torch.where(valid & nonzero.unsqueeze(1), dw / db.where(nonzero, 1.0).unsqueeze(1), 0.0)
     return ratio, db
+
+
+def significant_bins(db: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Indices of the bins whose bias difference ``db`` is neither negligible nor rounding noise.
+
+    ``magnitude`` (bins,) is, per threshold, the largest magnitude that entered its bias value: the
+    target's, plus the global bias's for an update (a difference of two float32 weights).
+    """
+    noise = _ROUNDING * torch.finfo(torch.float32).eps * (magnitude + torch.cat([magnitude[1:], magnitude[:0].new_zeros(1)]))
+    floor = torch.maximum(noise, _NEGLIGIBLE * db.abs().max())
+    return torch.nonzero((db.abs() > floor) & (db != 0)).flatten()
 
 
 def _box_violation(images: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -124,11 +139,14 @@ def recover(
     fl_factors: Sequence[torch.Tensor | None] | None = None,
     mask: Sequence[torch.Tensor | None] | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    is_update: bool = False,
 ) -> Reconstruction:
     """Up to ``num_images`` images read out of the imprint block's gradient or update ``target``.
 
     Raises ``LookupError`` when ``model`` has no imprint block. ``fl_factors``/``mask`` are aligned
     with ``model.parameters()`` like ``target`` (informed attacker; ``None``: oblivious).
+    ``is_update``: ``target`` is ``w_local - w_global`` (``model`` holds ``w_global``), which sets the
+    rounding noise an empty bin shows.
     """
     block = find_block(model)
     if block is None:
@@ -136,25 +154,25 @@ def recover(
     w_index = _parameter_index(model, block.measure.weight)
     b_index = _parameter_index(model, block.measure.bias)
     weight, bias = target[w_index].detach().cpu().double(), target[b_index].detach().cpu().double()
-    for index, name in ((w_index, "weight"), (b_index, "bias")):
-        factor = _aligned(fl_factors, index)
-        if factor is not None:
-            if name == "weight":
-                weight = weight / factor.detach().cpu().double()
-            else:
-                bias = bias / factor.detach().cpu().double()
+    weight_factor, bias_factor = _aligned(fl_factors, w_index), _aligned(fl_factors, b_index)
+    if weight_factor is not None:
+        weight = weight / weight_factor.detach().cpu().double()
+    if bias_factor is not None:
+        bias = bias / bias_factor.detach().cpu().double()
     weight_keep, bias_keep = _aligned(mask, w_index), _aligned(mask, b_index)
+    rows = block.imprint_rows.cpu()
     ratio, db = bin_candidates(
         weight,
         bias,
-        block.imprint_rows.cpu(),
+        rows,
         weight_keep=None if weight_keep is None else weight_keep.cpu(),
         bias_keep=None if bias_keep is None else bias_keep.cpu(),
     )
     mean_t = torch.as_tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
     shape = getattr(block, "in_shape", None) or image_shape or (mean_t.shape[1], 32, 32)
-    significant = torch.nonzero(db.abs() > _NEGLIGIBLE * db.abs().max().clamp_min(1e-300)).flatten()
+    magnitude = bias.abs() + (block.measure.bias.detach().cpu().double().abs() if is_update else 0.0)
+    significant = significant_bins(db, magnitude[rows].amax(dim=1))
     images = ratio[significant].view(-1, *shape)
     violation = _box_violation(images, (0 - mean_t) / std_t, (1 - mean_t) / std_t)
     order = sorted(range(len(significant)), key=lambda k: (float(violation[k]), -float(db[significant[k]].abs())))

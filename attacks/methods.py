@@ -80,6 +80,7 @@ def _imprint(inputs: AttackInputs) -> Reconstruction:
             fl_factors=inputs.fl_factors,
             mask=inputs.mask,
             image_shape=inputs.image_shape,
+            is_update=inputs.update is not None,
         )
     except LookupError as err:
         raise NotApplicable(str(err)) from err

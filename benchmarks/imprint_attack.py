@@ -112,7 +112,8 @@ def run_cell(name: str, combo: str, informed: bool, args: argparse.Namespace, pu
         labels = torch.arange(client, client + len(images)) % 10
         update = local_update(model, images, labels, args.lr)
         fl, mask = informed_knowledge(model, update, global_weights, config) if informed else (None, None)
-        result = recover(server_model, update, num_images=len(images), mean=MEAN, std=STD, fl_factors=fl, mask=mask)
+        result = recover(server_model, update, num_images=len(images), mean=MEAN, std=STD, fl_factors=fl, mask=mask,
+                         is_update=True)
         psnr = score(result.images, images)
         good = psnr[psnr > RECOVERED_DB]
         counts.append(len(good))

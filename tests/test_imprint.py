@@ -69,7 +69,7 @@ def test_update_after_one_sgd_step() -> None:
     F.cross_entropy(client(_normalise(images)), torch.arange(16) % 10).backward()
     optimizer.step()
     update = [p.detach() - b for p, b in zip(client.parameters(), before)]
-    result = recover(model, update, num_images=16, mean=MEAN, std=STD)
+    result = recover(model, update, num_images=16, mean=MEAN, std=STD, is_update=True)
     assert int((_psnr(result.images, images) > 30).sum()) >= 8
 
 
@@ -86,8 +86,8 @@ def test_informed_server_designs_for_weight_splitting_and_divides_out_fl() -> No
     update = [p.detach() - b for p, b in zip(client.parameters(), before)]
     factors = fuzzy_factors(client)
     fl = [factors.get(name) for name, _ in client.named_parameters()]
-    informed = recover(model, update, num_images=16, mean=MEAN, std=STD, fl_factors=fl)
-    oblivious = recover(model, update, num_images=16, mean=MEAN, std=STD)
+    informed = recover(model, update, num_images=16, mean=MEAN, std=STD, fl_factors=fl, is_update=True)
+    oblivious = recover(model, update, num_images=16, mean=MEAN, std=STD, is_update=True)
     recovered = int((_psnr(informed.images, images) > 30).sum())
     assert recovered >= 8
     assert recovered > int((_psnr(oblivious.images, images) > 30).sum())
