@@ -50,7 +50,7 @@ _DUPLICATE = 1e-3
 def find_block(model: nn.Module) -> nn.Module | None:
     """The model's imprint block (see the module contract), or ``None``."""
     for module in model.modules():
-        if hasattr(module, "imprint_thresholds") and hasattr(module, "imprint_rows") and hasattr(module, "measure"):
+        if all(hasattr(module, name) for name in ("imprint_thresholds", "imprint_rows", "measure")):
             return module
     return None
 
@@ -109,7 +109,8 @@ def significant_bins(db: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     ``magnitude`` (bins,) is, per threshold, the largest magnitude that entered its bias value: the
     target's, plus the global bias's for an update (a difference of two float32 weights).
     """
-    noise = _ROUNDING * torch.finfo(torch.float32).eps * (magnitude + torch.cat([magnitude[1:], magnitude[:0].new_zeros(1)]))
+    pair = magnitude + torch.cat([magnitude[1:], magnitude.new_zeros(1)])
+    noise = _ROUNDING * torch.finfo(torch.float32).eps * pair
     floor = torch.maximum(noise, _NEGLIGIBLE * db.abs().max())
     return torch.nonzero((db.abs() > floor) & (db != 0)).flatten()
 

@@ -52,7 +52,8 @@ def load_images(root: Path, count: int, start: int) -> torch.Tensor:
     images = []
     for position in range(start, start + count):
         path = files[classes[position % len(classes)]][position // len(classes)]
-        images.append(torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1))
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        images.append(torch.from_numpy(pixels).permute(2, 0, 1))
     return torch.stack(images)
 
 
@@ -60,7 +61,9 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - torch.tensor(MEAN).view(1, -1, 1, 1)) / torch.tensor(STD).view(1, -1, 1, 1)
 
 
-def local_update(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float) -> list[torch.Tensor]:
+def local_update(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float
+) -> list[torch.Tensor]:
     """One SGD step of the converted ``model`` (FL and WR attached); returns ``w_local - w_global``."""
     params = list(model.parameters())
     before = [p.detach().clone() for p in params]
@@ -102,7 +105,7 @@ def run_cell(name: str, combo: str, informed: bool, args: argparse.Namespace, pu
              batches: list[torch.Tensor]) -> tuple[list[int], list[float]]:
     config = BiomodConfig.from_combo(combo)
     spec = ImprintSpec(bins=args.bins, ws_gamma=config.gamma if (informed and config.ws) else 1,
-                       alpha=args.alpha, output_scale=args.output_scale)
+                       copies=args.copies, alpha=args.alpha, output_scale=args.output_scale)
     server_model = ImprintModel(build_model(name, 10, seed=0), spec, (3, 32, 32),
                                 thresholds=empirical_thresholds(spec, normalise(public)))
     counts, psnrs = [], []
@@ -112,8 +115,8 @@ def run_cell(name: str, combo: str, informed: bool, args: argparse.Namespace, pu
         labels = torch.arange(client, client + len(images)) % 10
         update = local_update(model, images, labels, args.lr)
         fl, mask = informed_knowledge(model, update, global_weights, config) if informed else (None, None)
-        result = recover(server_model, update, num_images=len(images), mean=MEAN, std=STD, fl_factors=fl, mask=mask,
-                         is_update=True)
+        result = recover(server_model, update, num_images=len(images), mean=MEAN, std=STD,
+                         fl_factors=fl, mask=mask, is_update=True)
         psnr = score(result.images, images)
         good = psnr[psnr > RECOVERED_DB]
         counts.append(len(good))
@@ -130,8 +133,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--bins", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--copies", type=int, default=1, help="ImprintSpec.copies (rows per threshold)")
     parser.add_argument("--alpha", type=float, default=ImprintSpec().alpha, help="ImprintSpec.alpha")
-    parser.add_argument("--output-scale", type=float, default=ImprintSpec().output_scale, help="ImprintSpec.output_scale")
+    parser.add_argument(
+        "--output-scale", type=float, default=ImprintSpec().output_scale, help="ImprintSpec.output_scale"
+    )
     parser.add_argument("--public", type=int, default=1000, help="public images for the thresholds")
     args = parser.parse_args()
     if args.cifar is None:
@@ -140,8 +146,9 @@ def main() -> None:
     clients = load_images(args.cifar, args.clients * args.batch, 0)
     batches = list(clients.split(args.batch))
     public = load_images(args.cifar, args.public, 5000)
-    print(f"imprint attack: {args.clients} clients x batch {args.batch}, {args.bins} bins, one SGD step at lr "
-          f"{args.lr}, thresholds from {args.public} public test images; recovered = PSNR > {RECOVERED_DB:g} dB")
+    print(f"imprint attack: {args.clients} clients x batch {args.batch}, {args.bins} bins x {args.copies} copies, "
+          f"alpha {args.alpha:g}, output scale {args.output_scale:g}, one SGD step at lr {args.lr}, thresholds "
+          f"from {args.public} public test images; recovered = PSNR > {RECOVERED_DB:g} dB")
     print(f"{'model':9} {'combo':9} {'attacker':9} {'recovered per client':>22} {'mean PSNR':>10} {'s':>5}")
     for name in args.models.split(","):
         for combo in args.combos.split(","):

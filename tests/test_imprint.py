@@ -93,6 +93,22 @@ def test_informed_server_designs_for_weight_splitting_and_divides_out_fl() -> No
     assert recovered > int((_psnr(oblivious.images, images) > 30).sum())
 
 
+def test_mask_drops_redrawn_entries_of_one_copy() -> None:
+    model = _model(ImprintSpec(bins=16, copies=2)).eval()
+    image = _images(1, seed=8)
+    target = _gradient(model, image)
+    corrupted = [t.clone() for t in target]
+    mask: list[torch.Tensor | None] = [None] * len(target)
+    rows = model.imprint.imprint_rows[:, 0]  # the first copy of every threshold
+    corrupted[0][rows, :50] = 1.0  # entries a WR redraw replaced by values unrelated to the image
+    mask[0] = torch.ones_like(target[0], dtype=torch.bool)
+    mask[0][rows, :50] = False
+    informed = recover(model, corrupted, num_images=1, mean=MEAN, std=STD, mask=mask)
+    oblivious = recover(model, corrupted, num_images=1, mean=MEAN, std=STD)
+    assert (informed.images - image).abs().max() < 1e-4
+    assert (oblivious.images - image).abs().max() > 0.1
+
+
 def test_not_applicable_without_imprint_block() -> None:
     model = build_model("convnet", 10, SHAPE, seed=0, width=4).eval()
     target = _gradient(model, _images(2, seed=6))

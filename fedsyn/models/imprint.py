@@ -65,7 +65,7 @@ class ImprintSpec(BaseModel):
     copies: int = Field(1, ge=1, description="measuring rows per threshold (averaged against unknown FL factors)")
     ws_gamma: int = Field(1, ge=1, description="WS division factor the block is designed for (1: plain)")
     alpha: float = Field(0.3, gt=0, description="scale of the measuring rows")
-    output_scale: float = Field(3e-4, gt=0, description="magnitude of the entries of the expanding columns")
+    output_scale: float = Field(1e-3, gt=0, description="magnitude of the entries of the expanding columns")
     seed: int = Field(0, ge=0, description="seed of the random direction and of the output signs")
 
     @model_validator(mode="before")
@@ -117,7 +117,9 @@ class ImprintBlock(nn.Module):
         super().__init__()
         thresholds = torch.as_tensor(thresholds, dtype=torch.float64)
         if thresholds.shape != (spec.bins,) or not bool((thresholds.diff() > 0).all()):
-            raise ValueError(f"thresholds must be {spec.bins} strictly increasing values, got shape {tuple(thresholds.shape)}")
+            raise ValueError(
+                f"thresholds must be {spec.bins} strictly increasing values, got shape {tuple(thresholds.shape)}"
+            )
         self.in_shape = tuple(in_shape)
         features = math.prod(self.in_shape)
         self.measure = nn.Linear(features, spec.rows)
@@ -147,7 +149,9 @@ class ImprintModel(nn.Module):
                  thresholds: torch.Tensor | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.imprint = ImprintBlock(spec, in_shape, gaussian_thresholds(spec) if thresholds is None else thresholds)
+        if thresholds is None:
+            thresholds = gaussian_thresholds(spec)
+        self.imprint = ImprintBlock(spec, in_shape, thresholds)
         self.base = base
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
