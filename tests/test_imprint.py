@@ -73,6 +73,25 @@ def test_update_after_one_sgd_step() -> None:
     assert int((_psnr(result.images, images) > 30).sum()) >= 8
 
 
+def test_mean_of_two_clients_two_local_steps_each() -> None:
+    """A FedAvg (or secure) aggregate of several local steps still gives the images alone in a bin."""
+    model = _model(ImprintSpec(bins=128))
+    images = _images(16, seed=9)
+    updates = []
+    for share in images.split(8):
+        client = convert(model, BiomodConfig()).train()
+        before = [p.detach().clone() for p in client.parameters()]
+        optimizer = torch.optim.SGD(client.parameters(), lr=0.01)
+        for batch in share.split(4):
+            optimizer.zero_grad()
+            F.cross_entropy(client(_normalise(batch)), torch.arange(4)).backward()
+            optimizer.step()
+        updates.append([p.detach() - b for p, b in zip(client.parameters(), before)])
+    aggregate = [sum(parts) / len(parts) for parts in zip(*updates)]
+    result = recover(model, aggregate, num_images=16, mean=MEAN, std=STD, is_update=True)
+    assert int((_psnr(result.images, images) > 30).sum()) >= 8
+
+
 def test_informed_server_designs_for_weight_splitting_and_divides_out_fl() -> None:
     config = BiomodConfig(fl=True, ws=True, tau=0.5)
     model = _model(ImprintSpec(bins=64, ws_gamma=config.gamma))
