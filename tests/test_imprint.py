@@ -44,8 +44,9 @@ def _psnr(recovered: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse_matrix(recovered, true).min(dim=1).values.clamp_min(1e-20))
 
 
-def test_single_image_comes_back_to_float_precision() -> None:
-    model = _model(ImprintSpec(bins=16)).eval()
+@pytest.mark.parametrize("statistic", ["brightness", "random"])
+def test_single_image_comes_back_to_float_precision(statistic: str) -> None:
+    model = _model(ImprintSpec(bins=16, statistic=statistic)).eval()
     image = _images(1, seed=1)
     result = recover(model, _gradient(model, image), num_images=1, mean=MEAN, std=STD)
     assert result.images.shape == (1, *SHAPE)
