@@ -183,7 +183,8 @@ def recover(
     with torch.no_grad():
         was_training = model.training
         model.eval()
-        labels = model(normalised).argmax(dim=1) if len(chosen) else torch.zeros(0, dtype=torch.int64)
+        device = block.measure.weight.device
+        labels = model(normalised.to(device)).argmax(dim=1) if len(chosen) else torch.zeros(0, dtype=torch.int64)
         model.train(was_training)
     pixels = (normalised.double() * std_t + mean_t).clamp(0, 1).float()
     stats = {
