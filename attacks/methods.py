@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import AttackConfig, LocalUpdate
+from .imprint import recover as imprint_recover
 from .inversion import Reconstruction, reconstruct
 
 
@@ -67,8 +68,27 @@ def _inverting_gradients(inputs: AttackInputs) -> Reconstruction:
     )
 
 
+def _imprint(inputs: AttackInputs) -> Reconstruction:
+    """Fowl et al. (2022): exact recovery through the imprint block an active server put in the model."""
+    try:
+        return imprint_recover(
+            inputs.model,
+            inputs.target,
+            num_images=inputs.num_images,
+            mean=inputs.mean,
+            std=inputs.std,
+            fl_factors=inputs.fl_factors,
+            mask=inputs.mask,
+            image_shape=inputs.image_shape,
+            is_update=inputs.update is not None,
+        )
+    except LookupError as err:
+        raise NotApplicable(str(err)) from err
+
+
 METHODS: dict[str, Method] = {
     "inverting-gradients": _inverting_gradients,
+    "imprint": _imprint,
 }
 
 DEFAULT_METHOD = "inverting-gradients"

@@ -10,6 +10,7 @@ from torch import nn
 
 from .alexnet import alexnet
 from .convnet import convnet
+from .imprint import ImprintModel, ImprintSpec, imprint_spec
 from .lenet import lenet
 from .mlp import mlp
 from .resnet import resnet
@@ -37,6 +38,7 @@ def build_model(
     *,
     zero_bias: bool = False,
     seed: int | None = None,
+    imprint: ImprintSpec | dict[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build architecture ``name`` for ``num_classes`` classes and inputs of ``in_shape``.
@@ -44,6 +46,8 @@ def build_model(
     ``zero_bias`` sets every bias to zero after initialisation (the paper's setting). ``seed`` makes the
     initial weights a pure function of the seed without touching the global RNG. Other keyword options
     go to the architecture (``width`` for mlp/convnet, ``depth`` for mlp, ``hidden`` for alexnet).
+    ``imprint`` (an :class:`ImprintSpec` or its dict) puts the active server's imprint block in front of
+    the model (:mod:`fedsyn.models.imprint`), with Gaussian thresholds from the spec's statistics.
     """
     if name not in BUILDERS:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
@@ -67,4 +71,6 @@ def build_model(
                 bias = getattr(module, "bias", None)
                 if isinstance(bias, torch.Tensor) and not isinstance(module, nn.modules.batchnorm._BatchNorm):
                     bias.zero_()
+    if imprint is not None:
+        model = ImprintModel(model, imprint_spec(imprint), in_shape)
     return model
