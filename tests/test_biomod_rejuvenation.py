@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ from scipy import special, stats
 from torch import nn
 
 from fedsyn.biomod import BiomodConfig, attach, convert, rejuvenate
+from fedsyn.biomod.rejuvenation import bernoulli_positions
 
 SIDE = 1024  # a 1024 x 1024 layer: 2**20 weights
 
@@ -136,3 +138,45 @@ def test_redraws_do_not_depend_on_the_thread_count() -> None:
         torch.set_num_threads(threads)
     assert not torch.equal(results[0], plain[0].weight)
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+def test_bernoulli_positions_are_a_sorted_subset_of_the_right_size() -> None:
+    size, level = 2_000_000, 2.0**-8
+    generator = torch.Generator().manual_seed(0)
+    positions = bernoulli_positions(size, level, generator)
+    assert positions.dtype == torch.int64 and int(positions.min()) >= 0 and int(positions.max()) < size
+    assert bool((positions.diff() > 0).all())  # strictly increasing: no position twice
+    expected = size * level
+    assert abs(positions.numel() - expected) <= 5 * math.sqrt(expected)
+    halves = torch.bincount(positions * 2 // size, minlength=2)  # spread evenly over the range
+    assert abs(int(halves[0]) - int(halves[1])) <= 5 * math.sqrt(expected)
+    again = bernoulli_positions(size, level, torch.Generator().manual_seed(0))
+    assert torch.equal(positions, again)
+
+
+def test_float64_weights_rejuvenate_in_place() -> None:
+    model, _ = layer_with_magnitudes(6.0, 0.0, 6.0)
+    model = model.double()
+    storage = model[0].weight.data_ptr()
+    changed, values = redraw_mask(model)
+    assert model[0].weight.dtype == torch.float64 and model[0].weight.data_ptr() == storage
+    assert changed.sum() > 10_000 and np.abs(values).max() <= 1 / math.sqrt(SIDE)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_weights_rejuvenate_on_the_device_with_the_same_law_and_seeding() -> None:
+    d_re = 6.0
+    model, a = layer_with_magnitudes(d_re, 0.0, 6.0)
+    twin = copy.deepcopy(model)
+    model, twin = model.cuda(), twin.cuda()
+    before = model[0].weight.detach().clone()
+    counts = rejuvenate(model)
+    rejuvenate(twin)
+    after = model[0].weight.detach()
+    assert after.is_cuda and torch.equal(after, twin[0].weight)
+    changed = (after != before).flatten().cpu().numpy()
+    assert counts["0"] == changed.sum()
+    probability = special.ndtr(-a)
+    assert abs(changed.sum() - probability.sum()) <= 5 * math.sqrt((probability * (1 - probability)).sum())
+    values = after.flatten()[torch.from_numpy(changed).cuda()].cpu().numpy()
+    assert np.abs(values).max() <= 1 / math.sqrt(SIDE)

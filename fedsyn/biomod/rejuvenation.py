@@ -7,40 +7,39 @@ layer's ``reset_parameters()`` draws from: PyTorch's default for ``nn.Linear`` a
 only for the selected entries; the entries of a fully drawn tensor are i.i.d., so this is the same
 law. Biases are never rejuvenated (the paper re-draws weights ``w_{n,i}``).
 
-Sampling is exact but avoids one random number per weight. With ``u`` a weight's uniform draw, a
-weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and ``c = Phi^-1(1 - L)``:
+Sampling is exact but draws a random number for only a small share of the weights. With ``u`` a
+weight's uniform draw, a weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and
+``c = Phi^-1(1 - L)``:
 
-- weights with ``|w| < c * sigma_re`` (``P_re > L``) each get their own ``u`` and are tested directly;
+- weights with ``|w| < c * sigma_re`` (``P_re > L``, the "dense" candidates) each get their own ``u``;
 - every other weight has ``P_re <= L``, so it can only be selected when ``u < L``. The weights with
-  ``u < L`` form a Bernoulli(L) subset, sampled sparsely (a binomial count, then positions without
-  replacement); for those, ``u`` is uniform on ``[0, L)`` and the test ``u < P_re`` is done exactly.
+  ``u < L`` form a Bernoulli(L) subset, whose positions are sampled directly (the gaps between
+  successive members are Geometric(L)); for those, ``u`` is uniform on ``[0, L)`` and the test
+  ``u < P_re`` is done exactly, in float64.
 
 Most weights are far from zero relative to ``sigma_re`` (at initialisation ``|w| / sigma_re`` is
-uniform on ``[0, d_re]``), so only a small share of them needs a random number. The scan for
-candidates runs in NumPy on a CPU float32 view of the weight (NumPy's compare and nonzero are
-several times faster than torch's on CPU), in chunks of ``CHUNK`` weights spread over a thread pool
-(NumPy releases the GIL); the probabilities of all candidates are then computed in one torch call.
-Every chunk draws from its own generator, seeded from the layer's stream (``wr_rng``), so the result
-depends only on the seed: not on the thread count, nor on the device.
+uniform on ``[0, d_re]``), so the pass is one read of the weight for ``w_max``, one scan for the
+dense candidates, and work proportional to the candidates. Everything runs in torch on the weight's
+own device and memory; on the CPU the scan walks the weight in cache-sized chunks through reusable
+buffers, so no weight-sized temporary is allocated.
+
+Randomness: the layer's stream ``wr_rng`` (a CPU ``torch.Generator`` seeded by ``convert``) gives one
+seed per pass, which seeds a generator on the weight's device. The result depends only on the seed
+and the device type (CPU and CUDA generators differ), not on the thread count.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
-import numpy as np
 import torch
-from scipy.special import ndtri
 from torch import nn
 
 from .layers import BiomodLayer, converted_layers
 
 LEVEL = 2.0**-8
-CUT = float(-ndtri(LEVEL))  # P_re(w) > LEVEL  <=>  |w| / sigma_re < CUT
-CHUNK = 1 << 20
+CUT = float(-torch.special.ndtri(torch.tensor(LEVEL, dtype=torch.float64)))  # P_re > LEVEL <=> |w|/sigma < CUT
+CPU_CHUNK = 1 << 18  # weights per scan chunk on the CPU: the chunk and its scratch stay in L2/L3
 
 
 def redraw_probability(a: torch.Tensor) -> torch.Tensor:
@@ -59,96 +58,89 @@ def init_bound(weight: torch.Tensor) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in else 0.0
 
 
-class _Candidates(NamedTuple):
-    """Weights of one chunk that need the exact test, with their ``|w|`` and uniform draws."""
-
-    index: np.ndarray  # positions in the flattened weight
-    magnitude: np.ndarray  # |w|
-    uniform: np.ndarray  # u, on [0, 1) for dense candidates and on [0, LEVEL) for sparse ones
+def work_dtype(flat: torch.Tensor) -> torch.dtype:
+    """The dtype the probabilities and fresh values are computed in: at least float32."""
+    return torch.promote_types(flat.dtype, torch.float32)
 
 
-def _scan(absw: np.ndarray, offset: int, sigma: float, seed: int) -> tuple[_Candidates, _Candidates]:
-    """Dense and sparse candidates of one chunk (``absw`` is ``|w|`` as float32).
+def dense_selection(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Positions of the dense candidates (``|w| < CUT * sigma``) that pass ``u < P_re``.
 
-    Dense candidates are tested in float32 (their ``P_re > 2**-8``), sparse ones in float64, which
-    resolves their small probabilities.
+    One chunked scan: each chunk's candidates get their uniform draws and their test while the chunk
+    is still in cache; only the (few) selected positions are kept.
     """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    cut = np.float32(CUT * sigma)
-    dense = np.flatnonzero(absw < cut)
-    dense_u = rng.random(dense.size, dtype=np.float32)
-    count = int(rng.binomial(absw.size, LEVEL))
-    sparse = rng.choice(absw.size, size=count, replace=False) if count else np.zeros(0, np.int64)
-    sparse = sparse[absw[sparse] >= cut]  # the rest already has its own u in the dense set
-    sparse_u = rng.random(sparse.size) * LEVEL
-    return (
-        _Candidates(dense + offset, absw[dense], dense_u),
-        _Candidates(sparse + offset, absw[sparse].astype(np.float64), sparse_u),
-    )
+    size = flat.numel()
+    chunk = min(size, CPU_CHUNK) if flat.device.type == "cpu" else size
+    magnitude = torch.empty(chunk, dtype=flat.dtype, device=flat.device)
+    below = torch.empty(chunk, dtype=torch.bool, device=flat.device)
+    dtype = work_dtype(flat)
+    cut = CUT * sigma
+    chosen = []
+    for start in range(0, size, chunk):
+        part = flat[start : start + chunk]
+        count = part.numel()
+        torch.abs(part, out=magnitude[:count])
+        torch.lt(magnitude[:count], cut, out=below[:count])
+        found = below[:count].nonzero().view(-1)
+        twice_p = _twice_probability_(magnitude.index_select(0, found).to(dtype), sigma)
+        u = torch.rand(found.numel(), generator=generator, device=flat.device, dtype=dtype)
+        chosen.append(found[u.mul_(2.0) < twice_p].add_(start))
+    return torch.cat(chosen)
 
 
-def _accepted(candidates: _Candidates, sigma: float) -> np.ndarray:
-    """Positions of the candidates with ``u < P_re(|w| / sigma)`` (consumes their arrays)."""
-    twice_p = _twice_probability_(torch.from_numpy(candidates.magnitude), sigma)
-    keep = torch.from_numpy(candidates.uniform).mul_(2.0) < twice_p
-    return candidates.index[keep.numpy()]
+def bernoulli_positions(size: int, level: float, generator: torch.Generator) -> torch.Tensor:
+    """Sorted positions of a Bernoulli(``level``) subset of ``range(size)``, on ``generator``'s device.
 
-
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool() -> ThreadPoolExecutor | None:
-    """A thread pool as wide as torch's intra-op pool (per process: a forked child gets its own)."""
-    workers = torch.get_num_threads()
-    if workers < 2:
-        return None
-    key = (os.getpid(), workers)
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="fedsyn-wr")
-    return _pools[key]
-
-
-def select(flat: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Positions in ``flat`` (a layer's float32 weights) selected for re-drawing in one WR pass.
-
-    Chunks are scanned in parallel (NumPy only); the candidates are then tested chunk by chunk in
-    torch on the calling thread, so torch's own thread pool is never entered from several threads.
+    Successive members are Geometric(``level``) apart; gaps are drawn in batches a few standard
+    deviations above the expected count until the running position passes ``size``.
     """
-    starts = range(0, flat.size, CHUNK)
-    seeds = rng.integers(0, 2**63, size=len(starts))
+    expected = size * level
+    batch = int(expected + 6.0 * math.sqrt(expected) + 16)
+    found, last = [], -1
+    while last < size:
+        gaps = torch.empty(batch, dtype=torch.float64, device=generator.device)
+        positions = gaps.geometric_(level, generator=generator).cumsum_(0).add_(last).long()
+        found.append(positions[positions < size])
+        last = int(positions[-1])
+    return torch.cat(found)
 
-    def scan(start: int, seed: int) -> tuple[_Candidates, _Candidates]:
-        return _scan(np.abs(flat[start : start + CHUNK]), start, sigma, int(seed))
 
-    pool = _pool() if len(starts) > 1 else None
-    scans = pool.map(scan, starts, seeds) if pool else map(scan, starts, seeds)
-    return np.concatenate([_accepted(found, sigma) for pair in scans for found in pair])
+def select(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Positions in ``flat`` (a layer's weights) selected for re-drawing in one WR pass."""
+    dense = dense_selection(flat, sigma, generator)
+    sparse = bernoulli_positions(flat.numel(), LEVEL, generator)
+    magnitude = flat.index_select(0, sparse).abs_()
+    outside = magnitude >= CUT * sigma  # the complement of the dense scan's test, in the same dtype
+    sparse, magnitude = sparse[outside], magnitude[outside].double()
+    u = torch.rand(sparse.numel(), generator=generator, device=flat.device, dtype=torch.float64)
+    return torch.cat([dense, sparse[u.mul_(2.0 * LEVEL) < _twice_probability_(magnitude, sigma)]])
+
+
+def pass_generator(layer: BiomodLayer, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with the next seed of ``layer``'s WR stream."""
+    seed = int(torch.randint(2**63 - 1, (1,), generator=layer.wr_rng))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def rejuvenate_layer(layer: BiomodLayer) -> int:
-    """Run one WR pass on ``layer``'s weight in place; return how many weights were re-drawn.
-
-    The selection runs on a float32 CPU copy or view of the weight (a view for CPU float32
-    weights); only the selected entries are written back, on the weight's own device.
-    """
-    rng = layer.wr_rng
-    if rng is None:
+    """Run one WR pass on ``layer``'s weight in place; return how many weights were re-drawn."""
+    if layer.wr_rng is None:
         return 0
     weight = layer.weight
     with torch.no_grad():
         flat = weight.detach().reshape(-1)  # a view for (the usual) contiguous weights
+        generator = pass_generator(layer, flat.device)
         low, high = torch.aminmax(flat)
         w_max = max(-float(low), float(high))
         sigma = w_max / layer.biomod_config.d_re if w_max > 0 else 1.0
-        chosen = select(flat.to(device="cpu", dtype=torch.float32).numpy(), sigma, rng)
-        if chosen.size:
+        chosen = select(flat, sigma, generator)
+        if chosen.numel():
             bound = init_bound(weight)
-            fresh = torch.from_numpy(rng.uniform(-bound, bound, chosen.size))
-            index = torch.from_numpy(chosen).to(flat.device)
-            flat.index_copy_(0, index, fresh.to(device=flat.device, dtype=flat.dtype))
+            fresh = torch.rand(chosen.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
+            flat.index_copy_(0, chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype))
         if flat.data_ptr() != weight.data_ptr():
             weight.copy_(flat.view_as(weight))
-    return int(chosen.size)
+    return int(chosen.numel())
 
 
 def wr_layers(model: nn.Module) -> list[BiomodLayer]:
