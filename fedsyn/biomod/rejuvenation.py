@@ -7,9 +7,11 @@ layer's ``reset_parameters()`` draws from: PyTorch's default for ``nn.Linear`` a
 only for the selected entries; the entries of a fully drawn tensor are i.i.d., so this is the same
 law. Biases are never rejuvenated (the paper re-draws weights ``w_{n,i}``).
 
-Sampling is exact but draws a random number for only a small share of the weights. With ``u`` a
-weight's uniform draw, a weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and
-``c = Phi^-1(1 - L)``:
+Both passes below are exact and run in torch on the weight's own memory and device; they differ in
+what they spend, because a CPU is bound by work per weight and a GPU by host synchronisations.
+
+On the CPU a random number is drawn for only a small share of the weights. With ``u`` a weight's
+uniform draw, a weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and ``c = Phi^-1(1 - L)``:
 
 - weights with ``|w| < c * sigma_re`` (``P_re > L``, the "dense" candidates) each get their own ``u``;
 - every other weight has ``P_re <= L``, so it can only be selected when ``u < L``. The weights with
@@ -17,15 +19,18 @@ weight's uniform draw, a weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8
   successive members are Geometric(L)); for those, ``u`` is uniform on ``[0, L)`` and the test
   ``u < P_re`` is done exactly, in float64.
 
-Most weights are far from zero relative to ``sigma_re`` (at initialisation ``|w| / sigma_re`` is
-uniform on ``[0, d_re]``), so the pass is one read of the weight for ``w_max``, one scan for the
-dense candidates, and work proportional to the candidates. Everything runs in torch on the weight's
-own device and memory; on the CPU the scan walks the weight in cache-sized chunks through reusable
-buffers, so no weight-sized temporary is allocated.
+At initialisation ``|w| / sigma_re`` is uniform on ``[0, d_re]``, so about ``c / d_re`` of the weights
+(a fifth at ``d_re = 14``) are dense candidates. The scan walks the weight in cache-sized chunks
+through reusable buffers (no weight-sized temporary); each chunk's candidates are tested while the
+chunk is in cache, and only the selected positions are kept.
+
+On a GPU every weight gets a float64 ``u`` and a fresh value and one ``where`` writes the result:
+a few elementwise kernels and no device-to-host transfer until the counts are read, once per pass
+over all layers.
 
 Randomness: the layer's stream ``wr_rng`` (a CPU ``torch.Generator`` seeded by ``convert``) gives one
 seed per pass, which seeds a generator on the weight's device. The result depends only on the seed
-and the device type (CPU and CUDA generators differ), not on the thread count.
+and the device type (CPU and CUDA draw differently), not on the thread count.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def dense_selection(flat: torch.Tensor, sigma: float, generator: torch.Generator
     is still in cache; only the (few) selected positions are kept.
     """
     size = flat.numel()
-    chunk = min(size, CPU_CHUNK) if flat.device.type == "cpu" else size
+    chunk = min(size, CPU_CHUNK)
     magnitude = torch.empty(chunk, dtype=flat.dtype, device=flat.device)
     below = torch.empty(chunk, dtype=torch.bool, device=flat.device)
     dtype = work_dtype(flat)
@@ -122,25 +127,56 @@ def pass_generator(layer: BiomodLayer, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def rejuvenate_layer(layer: BiomodLayer) -> int:
-    """Run one WR pass on ``layer``'s weight in place; return how many weights were re-drawn."""
-    if layer.wr_rng is None:
-        return 0
+def redraw_everywhere(flat: torch.Tensor, sigma: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """The accelerator pass: a float64 ``u`` and a fresh value for every weight, then one ``where``.
+
+    A few elementwise kernels with no host synchronisation (``sigma`` stays on the device); on a
+    GPU that is cheaper than finding the candidates, which needs a device-to-host count.
+    Returns the re-drawn count as a device tensor.
+    """
+    twice_p = flat.abs().double().mul_(1.0 / math.sqrt(2.0)).div_(sigma).erfc_()
+    u = torch.rand(flat.numel(), generator=generator, device=flat.device, dtype=torch.float64)
+    chosen = u.mul_(2.0) < twice_p
+    fresh = torch.rand(flat.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
+    flat.copy_(torch.where(chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype), flat))
+    return chosen.sum()
+
+
+def redraw_candidates(flat: torch.Tensor, sigma: float, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """The CPU pass: ``select`` the few weights to re-draw, then write fresh values to those alone."""
+    chosen = select(flat, sigma, generator)
+    fresh = torch.rand(chosen.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
+    flat.index_copy_(0, chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype))
+    return torch.tensor(chosen.numel())
+
+
+def redraw(layer: BiomodLayer) -> torch.Tensor:
+    """Run one WR pass on ``layer``'s weight in place; return the re-drawn count as a 0-d tensor."""
     weight = layer.weight
     with torch.no_grad():
         flat = weight.detach().reshape(-1)  # a view for (the usual) contiguous weights
         generator = pass_generator(layer, flat.device)
         low, high = torch.aminmax(flat)
-        w_max = max(-float(low), float(high))
-        sigma = w_max / layer.biomod_config.d_re if w_max > 0 else 1.0
-        chosen = select(flat, sigma, generator)
-        if chosen.numel():
-            bound = init_bound(weight)
-            fresh = torch.rand(chosen.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
-            flat.index_copy_(0, chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype))
+        w_max = torch.maximum(-low, high)
+        d_re, bound = layer.biomod_config.d_re, init_bound(weight)
+        if flat.device.type == "cpu":
+            sigma = float(w_max) / d_re if w_max > 0 else 1.0
+            count = redraw_candidates(flat, sigma, bound, generator)
+        else:
+            sigma_t = torch.where(w_max > 0, w_max.double() / d_re, 1.0)
+            count = redraw_everywhere(flat, sigma_t, bound, generator)
         if flat.data_ptr() != weight.data_ptr():
             weight.copy_(flat.view_as(weight))
-    return int(chosen.numel())
+    return count
+
+
+def rejuvenate_layers(layers: list[BiomodLayer]) -> dict[str, int]:
+    """One WR pass on each of ``layers``; re-drawn counts by layer name, read back in one transfer."""
+    if not layers:
+        return {}
+    counts = [redraw(layer) for layer in layers]
+    totals = torch.stack([count.to(counts[0].device) for count in counts]).tolist()
+    return {layer.biomod_name: int(total) for layer, total in zip(layers, totals)}
 
 
 def wr_layers(model: nn.Module) -> list[BiomodLayer]:
@@ -153,4 +189,4 @@ def rejuvenate(model: nn.Module) -> dict[str, int]:
 
     ``attach`` calls this after optimizer steps; call it directly for training loops without an optimizer.
     """
-    return {layer.biomod_name: rejuvenate_layer(layer) for layer in wr_layers(model)}
+    return rejuvenate_layers(wr_layers(model))
