@@ -36,6 +36,7 @@ and the device type (CPU and CUDA draw differently), not on the thread count.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import nn
@@ -121,10 +122,20 @@ def select(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torc
     return torch.cat([dense, sparse[u.mul_(2.0 * LEVEL) < _twice_probability_(magnitude, sigma)]])
 
 
+_device_generators = threading.local()
+
+
 def pass_generator(layer: BiomodLayer, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded with the next seed of ``layer``'s WR stream."""
+    """A generator on ``device`` seeded with the next seed of ``layer``'s WR stream.
+
+    One generator per thread and device is reused (re-seeded every pass), because creating a CUDA
+    generator costs more than a small layer's whole pass.
+    """
     seed = int(torch.randint(2**63 - 1, (1,), generator=layer.wr_rng))
-    return torch.Generator(device=device).manual_seed(seed)
+    cache = _device_generators.__dict__
+    if device not in cache:
+        cache[device] = torch.Generator(device=device)
+    return cache[device].manual_seed(seed)
 
 
 def redraw_everywhere(flat: torch.Tensor, sigma: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
@@ -134,19 +145,20 @@ def redraw_everywhere(flat: torch.Tensor, sigma: torch.Tensor, bound: float, gen
     GPU that is cheaper than finding the candidates, which needs a device-to-host count.
     Returns the re-drawn count as a device tensor.
     """
-    twice_p = flat.abs().double().mul_(1.0 / math.sqrt(2.0)).div_(sigma).erfc_()
+    twice_p = flat.double().abs_().div_(sigma * math.sqrt(2.0)).erfc_()
     u = torch.rand(flat.numel(), generator=generator, device=flat.device, dtype=torch.float64)
     chosen = u.mul_(2.0) < twice_p
-    fresh = torch.rand(flat.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
-    flat.copy_(torch.where(chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype), flat))
+    fresh = torch.empty_like(flat).uniform_(-bound, bound, generator=generator)
+    torch.where(chosen, fresh, flat, out=flat)
     return chosen.sum()
 
 
 def redraw_candidates(flat: torch.Tensor, sigma: float, bound: float, generator: torch.Generator) -> torch.Tensor:
     """The CPU pass: ``select`` the few weights to re-draw, then write fresh values to those alone."""
     chosen = select(flat, sigma, generator)
-    fresh = torch.rand(chosen.numel(), generator=generator, device=flat.device, dtype=work_dtype(flat))
-    flat.index_copy_(0, chosen, fresh.mul_(2.0 * bound).sub_(bound).to(flat.dtype))
+    fresh = torch.empty(chosen.numel(), dtype=work_dtype(flat), device=flat.device)
+    fresh.uniform_(-bound, bound, generator=generator)
+    flat.index_copy_(0, chosen, fresh.to(flat.dtype))
     return torch.tensor(chosen.numel())
 
 
