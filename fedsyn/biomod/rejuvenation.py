@@ -69,31 +69,6 @@ def work_dtype(flat: torch.Tensor) -> torch.dtype:
     return torch.promote_types(flat.dtype, torch.float32)
 
 
-def dense_selection(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Positions of the dense candidates (``|w| < CUT * sigma``) that pass ``u < P_re``.
-
-    One chunked scan: each chunk's candidates get their uniform draws and their test while the chunk
-    is still in cache; only the (few) selected positions are kept.
-    """
-    size = flat.numel()
-    chunk = min(size, CPU_CHUNK)
-    magnitude = torch.empty(chunk, dtype=flat.dtype, device=flat.device)
-    below = torch.empty(chunk, dtype=torch.bool, device=flat.device)
-    dtype = work_dtype(flat)
-    cut = CUT * sigma
-    chosen = []
-    for start in range(0, size, chunk):
-        part = flat[start : start + chunk]
-        count = part.numel()
-        torch.abs(part, out=magnitude[:count])
-        torch.lt(magnitude[:count], cut, out=below[:count])
-        found = below[:count].nonzero().view(-1)
-        twice_p = _twice_probability_(magnitude.index_select(0, found).to(dtype), sigma)
-        u = torch.rand(found.numel(), generator=generator, device=flat.device, dtype=dtype)
-        chosen.append(found[u.mul_(2.0) < twice_p].add_(start))
-    return torch.cat(chosen)
-
-
 def bernoulli_positions(size: int, level: float, generator: torch.Generator) -> torch.Tensor:
     """Sorted positions of a Bernoulli(``level``) subset of ``range(size)``, on ``generator``'s device.
 
@@ -112,14 +87,41 @@ def bernoulli_positions(size: int, level: float, generator: torch.Generator) -> 
 
 
 def select(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Positions in ``flat`` (a layer's weights) selected for re-drawing in one WR pass."""
-    dense = dense_selection(flat, sigma, generator)
-    sparse = bernoulli_positions(flat.numel(), LEVEL, generator)
-    magnitude = flat.index_select(0, sparse).abs_()
-    outside = magnitude >= CUT * sigma  # the complement of the dense scan's test, in the same dtype
-    sparse, magnitude = sparse[outside], magnitude[outside].double()
-    u = torch.rand(sparse.numel(), generator=generator, device=flat.device, dtype=torch.float64)
-    return torch.cat([dense, sparse[u.mul_(2.0 * LEVEL) < _twice_probability_(magnitude, sigma)]])
+    """Positions in ``flat`` (a layer's CPU weights) selected for re-drawing in one WR pass.
+
+    One chunked scan: each chunk's dense candidates get their uniform draws and their test, and the
+    chunk's share of the sparse sample its ``|w|``, while the chunk is still in cache; only the (few)
+    selected positions and the sparse sample's magnitudes are kept.
+    """
+    size = flat.numel()
+    chunk = min(size, CPU_CHUNK)
+    magnitude = torch.empty(chunk, dtype=flat.dtype)
+    below_as_float = torch.empty(chunk, dtype=flat.dtype)
+    below = torch.empty(chunk, dtype=torch.bool)
+    dtype = work_dtype(flat)
+    cut = CUT * sigma
+    sparse = bernoulli_positions(size, LEVEL, generator)
+    sparse_ends = torch.searchsorted(sparse, torch.arange(0, size, chunk) + chunk).tolist()
+    chosen, sparse_kept, sparse_magnitudes = [], [], []
+    for start, sparse_start, sparse_end in zip(range(0, size, chunk), [0] + sparse_ends, sparse_ends):
+        count = min(chunk, size - start)
+        torch.abs(flat[start : start + count], out=magnitude[:count])
+        # a float-valued comparison then a cast: on the CPU a comparison straight into bool is slower
+        torch.lt(magnitude[:count], cut, out=below_as_float[:count])
+        below[:count].copy_(below_as_float[:count])
+        found = below[:count].nonzero().view(-1)
+        twice_p = _twice_probability_(magnitude.index_select(0, found).to(dtype), sigma)
+        u = torch.rand(found.numel(), generator=generator, dtype=dtype)
+        chosen.append(found[u.mul_(2.0) < twice_p].add_(start))
+        local = sparse[sparse_start:sparse_end] - start
+        local_magnitude = magnitude.index_select(0, local)
+        outside = local_magnitude >= cut  # exactly the weights the dense test above left out
+        sparse_kept.append(local[outside].add_(start))
+        sparse_magnitudes.append(local_magnitude[outside])
+    kept = torch.cat(sparse_kept)
+    u = torch.rand(kept.numel(), generator=generator, dtype=torch.float64)
+    twice_p = _twice_probability_(torch.cat(sparse_magnitudes).double(), sigma)
+    return torch.cat([*chosen, kept[u.mul_(2.0 * LEVEL) < twice_p]])
 
 
 _device_generators = threading.local()
