@@ -134,13 +134,15 @@ def pass_generator(layer: BiomodLayer, device: torch.device) -> torch.Generator:
     generator costs more than a small layer's whole pass.
     """
     seed = int(torch.randint(2**63 - 1, (1,), generator=layer.wr_rng))
-    cache = _device_generators.__dict__
-    if device not in cache:
-        cache[device] = torch.Generator(device=device)
-    return cache[device].manual_seed(seed)
+    by_device = vars(_device_generators).setdefault("by_device", {})  # this thread's generators
+    if device not in by_device:
+        by_device[device] = torch.Generator(device=device)
+    return by_device[device].manual_seed(seed)
 
 
-def redraw_everywhere(flat: torch.Tensor, sigma: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
+def redraw_everywhere(
+    flat: torch.Tensor, sigma: torch.Tensor, bound: float, generator: torch.Generator
+) -> torch.Tensor:
     """The accelerator pass: a float64 ``u`` and a fresh value for every weight, then one ``where``.
 
     A few elementwise kernels with no host synchronisation (``sigma`` stays on the device); on a
