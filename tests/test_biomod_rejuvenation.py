@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -8,8 +9,10 @@ from scipy import special, stats
 from torch import nn
 
 from fedsyn.biomod import BiomodConfig, attach, convert, rejuvenate
+from fedsyn.biomod.rejuvenation import bernoulli_positions, redraw_everywhere
 
 SIDE = 1024  # a 1024 x 1024 layer: 2**20 weights
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def layer_with_magnitudes(d_re: float, low: float, high: float, seed: int = 0) -> tuple[nn.Module, np.ndarray]:
@@ -136,3 +139,69 @@ def test_redraws_do_not_depend_on_the_thread_count() -> None:
         torch.set_num_threads(threads)
     assert not torch.equal(results[0], plain[0].weight)
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+def test_bernoulli_positions_are_a_sorted_subset_of_the_right_size() -> None:
+    size, level = 2_000_000, 2.0**-8
+    generator = torch.Generator().manual_seed(0)
+    positions = bernoulli_positions(size, level, generator)
+    assert positions.dtype == torch.int64 and int(positions.min()) >= 0 and int(positions.max()) < size
+    assert bool((positions.diff() > 0).all())  # strictly increasing: no position twice
+    expected = size * level
+    assert abs(positions.numel() - expected) <= 5 * math.sqrt(expected)
+    halves = torch.bincount(positions * 2 // size, minlength=2)  # spread evenly over the range
+    assert abs(int(halves[0]) - int(halves[1])) <= 5 * math.sqrt(expected)
+    again = bernoulli_positions(size, level, torch.Generator().manual_seed(0))
+    assert torch.equal(positions, again)
+
+
+def test_float64_weights_rejuvenate_in_place() -> None:
+    model, _ = layer_with_magnitudes(6.0, 0.0, 6.0)
+    model = model.double()
+    storage = model[0].weight.data_ptr()
+    changed, values = redraw_mask(model)
+    assert model[0].weight.dtype == torch.float64 and model[0].weight.data_ptr() == storage
+    assert changed.sum() > 10_000 and np.abs(values).max() <= 1 / math.sqrt(SIDE)
+
+
+@CUDA
+def test_cuda_weights_rejuvenate_on_the_device_with_the_same_law_and_seeding() -> None:
+    d_re = 6.0
+    model, a = layer_with_magnitudes(d_re, 0.0, 6.0)
+    twin = copy.deepcopy(model)
+    model, twin = model.cuda(), twin.cuda()
+    before = model[0].weight.detach().clone()
+    counts = rejuvenate(model)
+    rejuvenate(twin)
+    after = model[0].weight.detach()
+    assert after.is_cuda and torch.equal(after, twin[0].weight)
+    changed = (after != before).flatten().cpu().numpy()
+    assert counts["0"] == changed.sum()
+    assert_frequencies_follow_one_minus_phi(changed, a, [0.0, 1.0, 2.66, 6.0])
+    values = after.flatten()[torch.from_numpy(changed).cuda()].cpu().numpy()
+    assert np.abs(values).max() <= 1 / math.sqrt(SIDE)
+
+
+def assert_frequencies_follow_one_minus_phi(changed: np.ndarray, a: np.ndarray, edges: list[float]) -> None:
+    """Per bucket of ``a = |w| / sigma_re``, the re-drawn count is within 5 sd of sum(1 - Phi(a))."""
+    probability = special.ndtr(-a)
+    bucket = np.digitize(a, edges[1:-1])
+    for b in range(len(edges) - 1):
+        members = bucket == b
+        expected = probability[members].sum()
+        spread = math.sqrt((probability[members] * (1 - probability[members])).sum())
+        assert abs(changed[members].sum() - expected) <= 5 * spread + 2, (edges[b], changed[members].sum(), expected)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_the_accelerator_pass_redraws_with_one_minus_phi_from_the_init_range(device: str) -> None:
+    model, a = layer_with_magnitudes(6.0, 0.0, 6.0)
+    flat = model[0].weight.detach().reshape(-1).to(device)
+    before = flat.clone()
+    sigma = torch.tensor(1.0, dtype=torch.float64, device=device)
+    bound = 1 / math.sqrt(SIDE)
+    count = redraw_everywhere(flat, sigma, bound, torch.Generator(device=device).manual_seed(0))
+    changed = (flat != before).cpu().numpy()
+    assert int(count) == changed.sum()
+    assert_frequencies_follow_one_minus_phi(changed, a, [0.0, 0.5, 1.0, 2.0, 2.66, 3.0, 4.0, 6.0])
+    assert float(flat[torch.from_numpy(changed).to(device)].abs().max()) <= bound

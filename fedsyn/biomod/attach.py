@@ -10,7 +10,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .fuzzy import fl_layers, scale_layer_gradients
 from .layers import converted_layers
-from .rejuvenation import rejuvenate_layer, wr_layers
+from .rejuvenation import rejuvenate_layers, wr_layers
 
 
 class BiomodHandle:
@@ -42,7 +42,7 @@ class BiomodHandle:
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.steps += 1
         if self._wr and self.steps % self._interval == 0:
-            self.rejuvenated_by_layer = {layer.biomod_name: rejuvenate_layer(layer) for layer in self._wr}
+            self.rejuvenated_by_layer = rejuvenate_layers(self._wr)
             self.rejuvenated_last = sum(self.rejuvenated_by_layer.values())
             self.rejuvenated_total += self.rejuvenated_last
 

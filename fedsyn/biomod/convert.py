@@ -87,5 +87,5 @@ def convert(
         layer.fl_weight_factor = layer.fl_bias_factor = None
         if config.fl:
             draw_factors(layer, config.tau, generator, config.fl_bias)
-        layer.wr_rng = np.random.Generator(np.random.PCG64(stream)) if config.wr else None
+        layer.wr_rng = _torch_generator(stream) if config.wr else None
     return converted

@@ -27,12 +27,17 @@ def draw_factors(layer: nn.Module, tau: float, generator: torch.Generator, bias:
 
 
 def scale_layer_gradients(layers: list[BiomodLayer]) -> None:
-    """Multiply the current ``.grad`` of each layer's weight (and bias) by its FL factors, in place."""
+    """Multiply the current ``.grad`` of each layer's weight (and bias) by its FL factors, in place,
+    in one multi-tensor call (one kernel launch per device and dtype on CUDA)."""
+    grads, factors = [], []
     for layer in layers:
         pairs = ((layer.weight, layer.fl_weight_factor), (layer.bias, layer.fl_bias_factor))
         for param, factor in pairs:
             if factor is not None and param is not None and param.grad is not None:
-                param.grad.mul_(factor)
+                grads.append(param.grad)
+                factors.append(factor)
+    if grads:
+        torch._foreach_mul_(grads, factors)
 
 
 def fl_layers(model: nn.Module) -> list[BiomodLayer]:

@@ -8,7 +8,7 @@ forward with weight splitting and GRAPES plus a few plain attributes:
 - ``fl_weight_factor`` / ``fl_bias_factor``: the FL factors, plain tensor attributes, so they are in
   neither ``parameters()``, ``buffers()`` nor ``state_dict()``; ``_apply`` moves them with the layer
   (``model.to(device)``, ``.double()``);
-- ``wr_rng``: the layer's own NumPy random stream for rejuvenation.
+- ``wr_rng``: the layer's own random stream for rejuvenation (a CPU ``torch.Generator``).
 
 Everything lives on the layer object itself (no hooks, no closures), so ``copy.deepcopy`` of a
 converted model yields a fully independent model that carries its own factors and random streams.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +35,7 @@ class BiomodLayer(nn.Module):
     biomod_is_output: bool
     fl_weight_factor: torch.Tensor | None
     fl_bias_factor: torch.Tensor | None
-    wr_rng: np.random.Generator | None
+    wr_rng: torch.Generator | None
 
     _plain_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 

@@ -7,40 +7,45 @@ layer's ``reset_parameters()`` draws from: PyTorch's default for ``nn.Linear`` a
 only for the selected entries; the entries of a fully drawn tensor are i.i.d., so this is the same
 law. Biases are never rejuvenated (the paper re-draws weights ``w_{n,i}``).
 
-Sampling is exact but avoids one random number per weight. With ``u`` a weight's uniform draw, a
-weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and ``c = Phi^-1(1 - L)``:
+Both passes below are exact and run in torch on the weight's own memory and device; they differ in
+what they spend, because a CPU is bound by work per weight and a GPU by host synchronisations.
 
-- weights with ``|w| < c * sigma_re`` (``P_re > L``) each get their own ``u`` and are tested directly;
+On the CPU a random number is drawn for only a small share of the weights. With ``u`` a weight's
+uniform draw, a weight is selected iff ``u < P_re(w)``. Let ``L = 2**-8`` and ``c = Phi^-1(1 - L)``:
+
+- weights with ``|w| < c * sigma_re`` (``P_re > L``, the "dense" candidates) each get their own ``u``;
 - every other weight has ``P_re <= L``, so it can only be selected when ``u < L``. The weights with
-  ``u < L`` form a Bernoulli(L) subset, sampled sparsely (a binomial count, then positions without
-  replacement); for those, ``u`` is uniform on ``[0, L)`` and the test ``u < P_re`` is done exactly.
+  ``u < L`` form a Bernoulli(L) subset, whose positions are sampled directly (the gaps between
+  successive members are Geometric(L)); for those, ``u`` is uniform on ``[0, L)`` and the test
+  ``u < P_re`` is done exactly, in float64.
 
-Most weights are far from zero relative to ``sigma_re`` (at initialisation ``|w| / sigma_re`` is
-uniform on ``[0, d_re]``), so only a small share of them needs a random number. The scan for
-candidates runs in NumPy on a CPU float32 view of the weight (NumPy's compare and nonzero are
-several times faster than torch's on CPU), in chunks of ``CHUNK`` weights spread over a thread pool
-(NumPy releases the GIL); the probabilities of all candidates are then computed in one torch call.
-Every chunk draws from its own generator, seeded from the layer's stream (``wr_rng``), so the result
-depends only on the seed: not on the thread count, nor on the device.
+At initialisation ``|w| / sigma_re`` is uniform on ``[0, d_re]``, so about ``c / d_re`` of the weights
+(a fifth at ``d_re = 14``) are dense candidates. The scan walks the weight in cache-sized chunks
+through reusable buffers (no weight-sized temporary); each chunk's candidates are tested while the
+chunk is in cache, and only the selected positions are kept.
+
+On a GPU every weight gets a float64 ``u`` and a fresh value and one ``where`` writes the result:
+a few elementwise kernels and no device-to-host transfer until the counts are read, once per pass
+over all layers.
+
+Randomness: the layer's stream ``wr_rng`` (a CPU ``torch.Generator`` seeded by ``convert``) gives one
+seed per pass, which seeds a generator on the weight's device. The result depends only on the seed
+and the device type (CPU and CUDA draw differently), not on the thread count.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+import threading
 
-import numpy as np
 import torch
-from scipy.special import ndtri
 from torch import nn
 
 from .layers import BiomodLayer, converted_layers
 
 LEVEL = 2.0**-8
-CUT = float(-ndtri(LEVEL))  # P_re(w) > LEVEL  <=>  |w| / sigma_re < CUT
-CHUNK = 1 << 20
+CUT = float(-torch.special.ndtri(torch.tensor(LEVEL, dtype=torch.float64)))  # P_re > LEVEL <=> |w|/sigma < CUT
+CPU_CHUNK = 1 << 18  # weights per scan chunk on the CPU: the chunk and its scratch stay in L2/L3
 
 
 def redraw_probability(a: torch.Tensor) -> torch.Tensor:
@@ -59,96 +64,135 @@ def init_bound(weight: torch.Tensor) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in else 0.0
 
 
-class _Candidates(NamedTuple):
-    """Weights of one chunk that need the exact test, with their ``|w|`` and uniform draws."""
-
-    index: np.ndarray  # positions in the flattened weight
-    magnitude: np.ndarray  # |w|
-    uniform: np.ndarray  # u, on [0, 1) for dense candidates and on [0, LEVEL) for sparse ones
+def work_dtype(flat: torch.Tensor) -> torch.dtype:
+    """The dtype the probabilities and fresh values are computed in: at least float32."""
+    return torch.promote_types(flat.dtype, torch.float32)
 
 
-def _scan(absw: np.ndarray, offset: int, sigma: float, seed: int) -> tuple[_Candidates, _Candidates]:
-    """Dense and sparse candidates of one chunk (``absw`` is ``|w|`` as float32).
+def bernoulli_positions(size: int, level: float, generator: torch.Generator) -> torch.Tensor:
+    """Sorted positions of a Bernoulli(``level``) subset of ``range(size)``, on ``generator``'s device.
 
-    Dense candidates are tested in float32 (their ``P_re > 2**-8``), sparse ones in float64, which
-    resolves their small probabilities.
+    Successive members are Geometric(``level``) apart; gaps are drawn in batches a few standard
+    deviations above the expected count until the running position passes ``size``.
     """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    cut = np.float32(CUT * sigma)
-    dense = np.flatnonzero(absw < cut)
-    dense_u = rng.random(dense.size, dtype=np.float32)
-    count = int(rng.binomial(absw.size, LEVEL))
-    sparse = rng.choice(absw.size, size=count, replace=False) if count else np.zeros(0, np.int64)
-    sparse = sparse[absw[sparse] >= cut]  # the rest already has its own u in the dense set
-    sparse_u = rng.random(sparse.size) * LEVEL
-    return (
-        _Candidates(dense + offset, absw[dense], dense_u),
-        _Candidates(sparse + offset, absw[sparse].astype(np.float64), sparse_u),
-    )
+    expected = size * level
+    batch = int(expected + 6.0 * math.sqrt(expected) + 16)
+    found, last = [], -1
+    while last < size:
+        gaps = torch.empty(batch, dtype=torch.float64, device=generator.device)
+        positions = gaps.geometric_(level, generator=generator).cumsum_(0).add_(last).long()
+        found.append(positions[positions < size])
+        last = int(positions[-1])
+    return torch.cat(found)
 
 
-def _accepted(candidates: _Candidates, sigma: float) -> np.ndarray:
-    """Positions of the candidates with ``u < P_re(|w| / sigma)`` (consumes their arrays)."""
-    twice_p = _twice_probability_(torch.from_numpy(candidates.magnitude), sigma)
-    keep = torch.from_numpy(candidates.uniform).mul_(2.0) < twice_p
-    return candidates.index[keep.numpy()]
+def select(flat: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Positions in ``flat`` (a layer's CPU weights) selected for re-drawing in one WR pass.
 
-
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool() -> ThreadPoolExecutor | None:
-    """A thread pool as wide as torch's intra-op pool (per process: a forked child gets its own)."""
-    workers = torch.get_num_threads()
-    if workers < 2:
-        return None
-    key = (os.getpid(), workers)
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="fedsyn-wr")
-    return _pools[key]
-
-
-def select(flat: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Positions in ``flat`` (a layer's float32 weights) selected for re-drawing in one WR pass.
-
-    Chunks are scanned in parallel (NumPy only); the candidates are then tested chunk by chunk in
-    torch on the calling thread, so torch's own thread pool is never entered from several threads.
+    One chunked scan: each chunk's dense candidates get their uniform draws and their test, and the
+    chunk's share of the sparse sample its ``|w|``, while the chunk is still in cache; only the (few)
+    selected positions and the sparse sample's magnitudes are kept.
     """
-    starts = range(0, flat.size, CHUNK)
-    seeds = rng.integers(0, 2**63, size=len(starts))
+    size = flat.numel()
+    chunk = min(size, CPU_CHUNK)
+    magnitude = torch.empty(chunk, dtype=flat.dtype)
+    below_as_float = torch.empty(chunk, dtype=flat.dtype)
+    below = torch.empty(chunk, dtype=torch.bool)
+    dtype = work_dtype(flat)
+    cut = CUT * sigma
+    sparse = bernoulli_positions(size, LEVEL, generator)
+    sparse_ends = torch.searchsorted(sparse, torch.arange(0, size, chunk) + chunk).tolist()
+    chosen, sparse_kept, sparse_magnitudes = [], [], []
+    for start, sparse_start, sparse_end in zip(range(0, size, chunk), [0] + sparse_ends, sparse_ends):
+        count = min(chunk, size - start)
+        torch.abs(flat[start : start + count], out=magnitude[:count])
+        # a float-valued comparison then a cast: on the CPU a comparison straight into bool is slower
+        torch.lt(magnitude[:count], cut, out=below_as_float[:count])
+        below[:count].copy_(below_as_float[:count])
+        found = below[:count].nonzero().view(-1)
+        twice_p = _twice_probability_(magnitude.index_select(0, found).to(dtype), sigma)
+        u = torch.rand(found.numel(), generator=generator, dtype=dtype)
+        chosen.append(found[u.mul_(2.0) < twice_p].add_(start))
+        local = sparse[sparse_start:sparse_end] - start
+        local_magnitude = magnitude.index_select(0, local)
+        outside = local_magnitude >= cut  # exactly the weights the dense test above left out
+        sparse_kept.append(local[outside].add_(start))
+        sparse_magnitudes.append(local_magnitude[outside])
+    kept = torch.cat(sparse_kept)
+    u = torch.rand(kept.numel(), generator=generator, dtype=torch.float64)
+    twice_p = _twice_probability_(torch.cat(sparse_magnitudes).double(), sigma)
+    return torch.cat([*chosen, kept[u.mul_(2.0 * LEVEL) < twice_p]])
 
-    def scan(start: int, seed: int) -> tuple[_Candidates, _Candidates]:
-        return _scan(np.abs(flat[start : start + CHUNK]), start, sigma, int(seed))
 
-    pool = _pool() if len(starts) > 1 else None
-    scans = pool.map(scan, starts, seeds) if pool else map(scan, starts, seeds)
-    return np.concatenate([_accepted(found, sigma) for pair in scans for found in pair])
+_device_generators = threading.local()
 
 
-def rejuvenate_layer(layer: BiomodLayer) -> int:
-    """Run one WR pass on ``layer``'s weight in place; return how many weights were re-drawn.
+def pass_generator(layer: BiomodLayer, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with the next seed of ``layer``'s WR stream.
 
-    The selection runs on a float32 CPU copy or view of the weight (a view for CPU float32
-    weights); only the selected entries are written back, on the weight's own device.
+    One generator per thread and device is reused (re-seeded every pass), because creating a CUDA
+    generator costs more than a small layer's whole pass.
     """
-    rng = layer.wr_rng
-    if rng is None:
-        return 0
+    seed = int(torch.randint(2**63 - 1, (1,), generator=layer.wr_rng))
+    by_device = vars(_device_generators).setdefault("by_device", {})  # this thread's generators
+    if device not in by_device:
+        by_device[device] = torch.Generator(device=device)
+    return by_device[device].manual_seed(seed)
+
+
+def redraw_everywhere(
+    flat: torch.Tensor, sigma: torch.Tensor, bound: float, generator: torch.Generator
+) -> torch.Tensor:
+    """The accelerator pass: a float64 ``u`` and a fresh value for every weight, then one ``where``.
+
+    A few elementwise kernels with no host synchronisation (``sigma`` stays on the device); on a
+    GPU that is cheaper than finding the candidates, which needs a device-to-host count.
+    Returns the re-drawn count as a device tensor.
+    """
+    twice_p = flat.double().abs_().div_(sigma * math.sqrt(2.0)).erfc_()
+    u = torch.rand(flat.numel(), generator=generator, device=flat.device, dtype=torch.float64)
+    chosen = u.mul_(2.0) < twice_p
+    fresh = torch.empty_like(flat).uniform_(-bound, bound, generator=generator)
+    torch.where(chosen, fresh, flat, out=flat)
+    return chosen.sum()
+
+
+def redraw_candidates(flat: torch.Tensor, sigma: float, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """The CPU pass: ``select`` the few weights to re-draw, then write fresh values to those alone."""
+    chosen = select(flat, sigma, generator)
+    fresh = torch.empty(chosen.numel(), dtype=work_dtype(flat), device=flat.device)
+    fresh.uniform_(-bound, bound, generator=generator)
+    flat.index_copy_(0, chosen, fresh.to(flat.dtype))
+    return torch.tensor(chosen.numel())
+
+
+def redraw(layer: BiomodLayer) -> torch.Tensor:
+    """Run one WR pass on ``layer``'s weight in place; return the re-drawn count as a 0-d tensor."""
     weight = layer.weight
     with torch.no_grad():
         flat = weight.detach().reshape(-1)  # a view for (the usual) contiguous weights
+        generator = pass_generator(layer, flat.device)
         low, high = torch.aminmax(flat)
-        w_max = max(-float(low), float(high))
-        sigma = w_max / layer.biomod_config.d_re if w_max > 0 else 1.0
-        chosen = select(flat.to(device="cpu", dtype=torch.float32).numpy(), sigma, rng)
-        if chosen.size:
-            bound = init_bound(weight)
-            fresh = torch.from_numpy(rng.uniform(-bound, bound, chosen.size))
-            index = torch.from_numpy(chosen).to(flat.device)
-            flat.index_copy_(0, index, fresh.to(device=flat.device, dtype=flat.dtype))
+        w_max = torch.maximum(-low, high)
+        d_re, bound = layer.biomod_config.d_re, init_bound(weight)
+        if flat.device.type == "cpu":
+            sigma = float(w_max) / d_re if w_max > 0 else 1.0
+            count = redraw_candidates(flat, sigma, bound, generator)
+        else:
+            sigma_t = torch.where(w_max > 0, w_max.double() / d_re, 1.0)
+            count = redraw_everywhere(flat, sigma_t, bound, generator)
         if flat.data_ptr() != weight.data_ptr():
             weight.copy_(flat.view_as(weight))
-    return int(chosen.size)
+    return count
+
+
+def rejuvenate_layers(layers: list[BiomodLayer]) -> dict[str, int]:
+    """One WR pass on each of ``layers``; re-drawn counts by layer name, read back in one transfer."""
+    if not layers:
+        return {}
+    counts = [redraw(layer) for layer in layers]
+    totals = torch.stack([count.to(counts[0].device) for count in counts]).tolist()
+    return {layer.biomod_name: int(total) for layer, total in zip(layers, totals)}
 
 
 def wr_layers(model: nn.Module) -> list[BiomodLayer]:
@@ -161,4 +205,4 @@ def rejuvenate(model: nn.Module) -> dict[str, int]:
 
     ``attach`` calls this after optimizer steps; call it directly for training loops without an optimizer.
     """
-    return {layer.biomod_name: rejuvenate_layer(layer) for layer in wr_layers(model)}
+    return rejuvenate_layers(wr_layers(model))
