@@ -104,3 +104,30 @@ def test_bn_stats_must_fit_the_model():
                             bn_stats=[(torch.zeros(3), torch.ones(3)), *good[1:]])
     with pytest.raises(ValueError, match="momentum"):
         batch_statistics(*good[0], *good[0], momentum=0.0)
+
+
+def test_the_prior_enters_the_objective_of_an_unrolled_update():
+    """Several local steps: the statistics are those of the first step, taken by one more forward pass."""
+    model = build_model("convnet", 10, seed=0, width=4).train()
+    x, y = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 5])
+    update = attacks.LocalUpdate(steps=2, lr=0.1, batch_size=2)
+    local = copy.deepcopy(model)
+    recorder = FeatureRecorder(local)
+    optimiser = torch.optim.SGD(local.parameters(), lr=0.1)
+    for step in range(2):
+        optimiser.zero_grad()
+        with recorder.recording() as recorded:
+            loss = F.cross_entropy(local(x), y)
+        stats = [(m.detach(), v.detach()) for m, v in recorded] if step == 0 else stats
+        loss.backward()
+        optimiser.step()
+    target = [(a - b).detach() for a, b in zip(local.parameters(), model.parameters())]
+    curves = {}
+    for given in (None, stats):
+        cfg = attacks.AttackConfig(iterations=2, tv=0, bn_mode="train", device="cpu")
+        rec = attacks.reconstruct(model, target, num_images=2, labels=y, mean=MEAN, std=STD, config=cfg,
+                                  update=update, bn_stats=given)
+        assert rec.stats["target"] == "update (2 steps, unrolled)"
+        curves[given is not None] = rec.stats["loss_curve"]
+    # Same start, same matching loss: the first objective differs by the (positive) prior term alone.
+    assert curves[True][0] > curves[False][0]
