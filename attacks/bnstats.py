@@ -36,7 +36,9 @@ def batch_statistics(
     return mean.float(), var.float()
 
 
-def recover_bn_stats(old: BatchStats, new: BatchStats, momentum: float | Sequence[float] = 0.1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def recover_bn_stats(
+    old: BatchStats, new: BatchStats, momentum: float | Sequence[float] = 0.1
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`batch_statistics` for every layer: ``old``/``new`` are the (running_mean, running_var)
     pairs of the global and the client's model in module order; ``momentum`` one value or one per layer."""
     if len(old) != len(new):

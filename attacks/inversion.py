@@ -122,7 +122,8 @@ def reconstruct(
     device = config.torch_device()
     with _threads(config.threads):
         return _Attack(
-            model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, bn_stats, device
+            model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, bn_stats,
+            device,
         ).run()
 
 
@@ -224,7 +225,9 @@ class _Attack:
             return None
         layers = batchnorm_layers(self.net)
         if len(bn_stats) != len(layers):
-            raise ValueError(f"bn_stats has {len(bn_stats)} (mean, var) pairs but the model has {len(layers)} BatchNorm layers")
+            raise ValueError(
+                f"bn_stats has {len(bn_stats)} (mean, var) pairs but the model has {len(layers)} BatchNorm layers"
+            )
         target = []
         for index, (layer, pair) in enumerate(zip(layers, bn_stats)):
             if len(pair) != 2:

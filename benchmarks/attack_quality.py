@@ -141,7 +141,8 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
     scores = attacks.metrics.score(rec.images, images, rec_labels=rec.labels, true_labels=labels, lpips=lpips)
     result: dict[str, float | str | None] = {
         "tv": rec.stats["tv"], "converged": float(rec.stats["converged"]),
-        "iterations_run": float(max(rec.stats["iterations_run"])), "psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores.get("lpips", float("nan")),
+        "iterations_run": float(max(rec.stats["iterations_run"])),
+        "psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores.get("lpips", float("nan")),
         "label_acc": scores["label_acc"], "ms_it": rec.stats["ms_per_iteration"],
         "compile_s": rec.stats["compile_seconds"],
         "lpips_missing": scores.missing.get("lpips"),
