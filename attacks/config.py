@@ -7,8 +7,13 @@ every step, step size x0.1 at 3/8, 5/8 and 7/8 of the iterations, random-normal 
 which keeps the same schedule shape because milestones are fractions of the budget.
 
 The total-variation weight decides the quality more than anything else and its best value depends on
-the architecture, so ``tv=None`` (the default) looks it up in :data:`DEFAULT_TV` by ``architecture``;
-see that table for the measurements behind each value.
+the architecture and the budget, so ``tv=None`` (the default) looks it up in :data:`DEFAULT_TV` by
+``architecture`` (see that table for the measurements behind each value), and ``tv`` may also be a list
+of candidate weights that the restarts share out: the attacker keeps the restart with the lowest
+matching loss, which needs no ground truth (issue 14).
+
+Two stopping rules beside the budget (issue 16): the matching loss reaching ``loss_tol``, and a plateau
+of the best matching loss (see :class:`AttackConfig` and :mod:`attacks.inversion`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Objective = Literal["cosine", "cosine_layerwise", "l2"]
 LabelStrategy = Literal["auto", "idlg", "wainakh"]
@@ -93,7 +98,11 @@ class AttackConfig(BaseModel):
 
     iterations: int = Field(24_000, ge=1, description="optimisation steps per restart (paper: 24,000; reduced: 4,800)")
     restarts: int = Field(1, ge=1, description="independent random initialisations; the best matching loss wins")
-    tv: float | None = Field(None, ge=0, description="total-variation weight; None: DEFAULT_TV[architecture]")
+    tv: float | tuple[float, ...] | None = Field(
+        None,
+        description="total-variation weight; None: DEFAULT_TV[architecture]; a list: candidate weights, restart r "
+        "uses tv[r % len(tv)] and the restart with the lowest matching loss wins (needs restarts >= len(tv))",
+    )
     architecture: str | None = Field(None, description="fedsyn.models name, used only to look up the default tv")
     lr: float = Field(0.1, gt=0, description="Adam step size")
     objective: Objective = "cosine"
@@ -118,6 +127,20 @@ class AttackConfig(BaseModel):
         "1.3-1.7x faster per iteration on 2 CPU cores, after a one-off compilation of up to one and a half "
         "minutes per model and image shape that is cached on disk (see attacks.inversion)",
     )
+    plateau_window: int | None = Field(
+        200,
+        ge=1,
+        description="plateau rule, in iterations: when no restart's best matching loss improved by more than "
+        "plateau_tol (relative) over this many iterations at the current step size, the step size drops to the "
+        "next milestone's, or, after the last milestone, the attack stops (converged); None: off",
+    )
+    plateau_tol: float = Field(1e-3, gt=0, lt=1, description="relative improvement below which the loss has plateaued")
+    loss_tol: float = Field(1e-6, ge=0, description="stop (converged) once a restart's matching loss is at most this")
+    bn_prior: float = Field(
+        0.1,
+        ge=0,
+        description="weight of the BatchNorm feature-statistics prior, used only when reconstruct() is given bn_stats",
+    )
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     threads: int | None = Field(None, ge=1, description="torch CPU threads during the attack; None: unchanged")
@@ -129,6 +152,25 @@ class AttackConfig(BaseModel):
         if any(not 0 < f < 1 for f in value) or list(value) != sorted(value):
             raise ValueError(f"milestones must be increasing fractions in (0, 1), got {value}")
         return value
+
+    @field_validator("tv")
+    @classmethod
+    def _tv(cls, value: float | tuple[float, ...] | None) -> float | tuple[float, ...] | None:
+        weights = value if isinstance(value, tuple) else () if value is None else (value,)
+        if isinstance(value, tuple) and not value:
+            raise ValueError("tv must be a weight >= 0, a non-empty list of them, or None")
+        if any(not w >= 0 or w == float("inf") for w in weights):
+            raise ValueError(f"tv weights must be finite and >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _restarts_cover_tv(self) -> AttackConfig:
+        if isinstance(self.tv, tuple) and self.restarts < len(self.tv):
+            raise ValueError(
+                f"restarts ({self.restarts}) must be at least the number of tv candidates ({len(self.tv)}): "
+                "each candidate needs a restart"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -144,9 +186,23 @@ class AttackConfig(BaseModel):
         return value
 
     @property
+    def tv_weights(self) -> tuple[float, ...]:
+        """The candidate total-variation weights (one unless ``tv`` is a list)."""
+        if isinstance(self.tv, tuple):
+            return self.tv
+        return (self.tv if self.tv is not None else default_tv(self.architecture),)
+
+    @property
     def tv_weight(self) -> float:
-        """The total-variation weight this attack uses."""
-        return self.tv if self.tv is not None else default_tv(self.architecture)
+        """The total-variation weight this attack uses; an error when ``tv`` lists several candidates."""
+        if len(self.tv_weights) > 1:
+            raise ValueError(f"tv lists {len(self.tv_weights)} candidates; the chosen one is in Reconstruction.stats")
+        return self.tv_weights[0]
+
+    def restart_tv(self) -> list[float]:
+        """The total-variation weight of each restart: the candidates in turn."""
+        weights = self.tv_weights
+        return [weights[r % len(weights)] for r in range(self.restarts)]
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

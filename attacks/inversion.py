@@ -4,12 +4,25 @@ The attack optimises candidate images x (in the model's normalised input space) 
 they would produce, the gradient of the client's loss or its unrolled local update, matches the
 captured one (METHODS.md, "The attack"):
 
-    minimise  D(signal(x), target) + tv * TV(x)
+    minimise  D(signal(x), target) + tv * TV(x) [+ bn_prior * R_bn(x)]
 
 with D from :class:`attacks.objectives.Matcher`, Adam on sign(dD/dx), the step size x``gamma`` at
 the milestones, x projected into the box [(0 - mean) / std, (1 - mean) / std] after every step. Each
 restart keeps its iterate with the lowest objective; across restarts the one with the lowest matching
-loss D wins.
+loss D wins (never the objective with its priors, which would favour the restarts with small weights).
+``tv`` may list candidate weights: restart r uses the r-th in turn, so the attacker picks its TV weight
+by the matching loss alone. ``R_bn`` is the BatchNorm feature-statistics prior of
+:mod:`attacks.bnstats`, on when the attacker knows the client's batch statistics (``bn_stats``).
+
+Stopping and convergence. Beside the budget, two rules end a run: a restart's matching loss at most
+``loss_tol``, and a plateau. Let b_t be a restart's best matching loss up to iteration t. The loss has
+plateaued at t when, for every restart, b_{t-W} - b_t <= plateau_tol * b_{t-W} with W = ``plateau_window``
+and all of t-W .. t at the current step size (checked every few iterations). A plateau before the last
+milestone moves the step size on to the next milestone's (as a plateau-driven schedule would; running
+on at a step size that no longer helps only spends budget); a plateau after it stops the run.
+``stats["converged"]`` is true when the run stopped on one of the two rules, or when it used its whole
+budget and the plateau condition held over its last W iterations; a run still improving at the end of
+its budget is not converged.
 
 Speed. A gradient target with one restart takes the plain autograd route: one forward pass, the
 parameter gradient with ``create_graph=True``, the objective on the concatenated gradient, and one
@@ -48,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 
+from .bnstats import BatchStats, FeatureRecorder, batchnorm_layers, feature_distance
 from .config import CHANNELS_LAST, AttackConfig, LocalUpdate
 from .labels import recover_labels
 from .objectives import Matcher, flatten, total_variation
@@ -56,11 +70,13 @@ from .replica import last_layer_index, parameter_names, replica, task_loss
 from .targets import check_factors, check_target, check_tensors, label_signal, matched_signal, unrolls
 from .unroll import unrolled_update
 
-# evaluate(x) -> (objective per restart, matching loss per restart, d objective / dx)
-Evaluate = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# evaluate(x, tv) -> (objective per restart, matching loss per restart, d objective / dx); tv: (R,) weights
+Evaluate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 # How often (in iterations) the loop checks that some restart still has a finite objective.
 _FINITE_CHECK = 100
+# How often (in iterations) the loop checks the stopping rules (each check waits for the device).
+_STOP_CHECK = 25
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ def reconstruct(
     fl_factors: Sequence[torch.Tensor | None] | None = None,
     image_shape: tuple[int, int, int] | None = None,
     mask: Sequence[torch.Tensor | None] | None = None,
+    bn_stats: BatchStats | None = None,
 ) -> Reconstruction:
     """Reconstruct the ``num_images`` images behind ``target``.
 
@@ -94,7 +111,10 @@ def reconstruct(
     ``fl_factors`` (aligned with the parameters, ``None`` for unscaled ones) are the shared FL factors an
     informed attacker knows. ``mean``/``std`` are the per-channel normalisation the model expects;
     ``image_shape`` defaults to (channels, 32, 32). ``mask`` (bool tensors aligned with the parameters,
-    ``None`` for "keep all") limits the matching to the entries it keeps.
+    ``None`` for "keep all") limits the matching to the entries it keeps. ``bn_stats`` are the
+    client's batch (mean, unbiased variance) of every BatchNorm layer's input in module order (see
+    :func:`attacks.bnstats.recover_bn_stats`); given, the objective adds ``config.bn_prior`` times the
+    feature-statistics prior.
     """
     config = config if config is not None else AttackConfig()
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
@@ -102,7 +122,8 @@ def reconstruct(
     device = config.torch_device()
     with _threads(config.threads):
         return _Attack(
-            model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, device
+            model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, bn_stats,
+            device,
         ).run()
 
 
@@ -124,10 +145,26 @@ def _channel_vector(name: str, values: Sequence[float] | torch.Tensor, device: t
     return vector.to(device)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One optimisation of one or several (batched) restarts."""
+
+    best_x: torch.Tensor
+    best_match: torch.Tensor
+    curve: torch.Tensor
+    iterations: int
+    reason: str  # "plateau", "loss below tolerance", "budget" or "not finite"
+
+    @property
+    def converged(self) -> bool:
+        return self.reason in ("plateau", "loss below tolerance")
+
+
 class _Attack:
     """One call of :func:`reconstruct`: the checked inputs, then the restarts."""
 
-    def __init__(self, model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask, device):
+    def __init__(self, model, target, num_images, labels, mean, std, config, update, fl_factors, image_shape, mask,
+                 bn_stats, device):
         self.config = config
         self.device = device
         self.update = update
@@ -166,7 +203,9 @@ class _Attack:
         if mask is not None:
             mask = check_tensors(model, mask, "mask", allow_none=True)
         self.matcher = Matcher(config.objective, matched, mask)
-        self.tv = config.tv_weight
+        self.restart_tv = torch.tensor(config.restart_tv(), dtype=torch.float32, device=device)
+        self.bn_target = self._bn_target(bn_stats)
+        self.recorder = FeatureRecorder(self.net) if self.bn_target is not None else None
         box = (1, 1, channels, 1, 1)
         self.low = ((0 - self.mean) / self.std).view(box)
         self.high = ((1 - self.mean) / self.std).view(box)
@@ -181,6 +220,27 @@ class _Attack:
             raise ValueError(f"the model must output (batch, classes) logits, got shape {tuple(out.shape)}")
         return out.shape[1]
 
+    def _bn_target(self, bn_stats: BatchStats | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        if bn_stats is None:
+            return None
+        layers = batchnorm_layers(self.net)
+        if len(bn_stats) != len(layers):
+            raise ValueError(
+                f"bn_stats has {len(bn_stats)} (mean, var) pairs but the model has {len(layers)} BatchNorm layers"
+            )
+        target = []
+        for index, (layer, pair) in enumerate(zip(layers, bn_stats)):
+            if len(pair) != 2:
+                raise ValueError(f"bn_stats[{index}] must be a (mean, var) pair")
+            mean, var = (torch.as_tensor(t, dtype=torch.float32).to(self.device) for t in pair)
+            if mean.shape != (layer.num_features,) or var.shape != (layer.num_features,):
+                raise ValueError(f"bn_stats[{index}] must hold two vectors of {layer.num_features} values, "
+                                 f"got shapes {tuple(mean.shape)} and {tuple(var.shape)}")
+            if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
+                raise ValueError(f"bn_stats[{index}] contains NaN or Inf")
+            target.append((mean, var))
+        return target
+
     def _given_labels(self, labels: torch.Tensor | Sequence[int], classes: int) -> torch.Tensor:
         given = torch.as_tensor(labels).flatten()
         if given.numel() != self.num_images or given.is_floating_point():
@@ -191,18 +251,25 @@ class _Attack:
 
     # -- the objective ---------------------------------------------------------------------------
 
+    def _prior(self, recorded: BatchStats) -> torch.Tensor:
+        """``bn_prior`` times the distance of the recorded feature statistics to the client's."""
+        return self.config.bn_prior * feature_distance(recorded, self.bn_target)
 
     def _autograd_objective(self) -> Evaluate:
         """One restart, gradient target: module autograd with ``create_graph`` w.r.t. the parameters only."""
         params = list(self.net.parameters())
-        net, labels, matcher, tv = self.net, self.labels, self.matcher, self.tv
+        net, labels, matcher, recorder = self.net, self.labels, self.matcher, self.recorder
 
-        def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def evaluate(x: torch.Tensor, tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             images = x[0]
-            loss = F.cross_entropy(net(images), labels)
+            with recorder.recording() if recorder else contextlib.nullcontext() as recorded:
+                logits = net(images)
+            loss = F.cross_entropy(logits, labels)
             grads = torch.autograd.grad(loss, params, create_graph=True)
             match = matcher(flatten(grads))
-            total = match + tv * total_variation(images) if tv else match
+            total = match + tv[0] * total_variation(images)
+            if recorder:
+                total = total + self._prior(recorded)
             (dx,) = torch.autograd.grad(total, x)
             return total.detach().view(1), match.detach().view(1), dx
 
@@ -212,28 +279,47 @@ class _Attack:
         """Any target, R restarts at once: ``torch.func`` signals, vectorised over restarts by ``vmap``.
 
         Purely functional (``torch.func.grad`` also for the image gradient), so that ``torch.compile``
-        can trace the whole evaluation into one graph.
+        can trace the whole evaluation into one graph. With the BatchNorm prior, a gradient target reads
+        the feature statistics off the forward pass of the gradient (``has_aux``); an unrolled update
+        needs one more forward pass at the global weights, the weights the statistics were taken at.
         """
         params = {n: p.detach() for n, p in self.net.named_parameters()}
         net, labels, names, update, factors = self.net, self.labels, self.names, self.update, self.factors
-        matcher, tv, replay = self.matcher, self.tv, self.unrolls
+        matcher, replay, recorder = self.matcher, self.unrolls, self.recorder
 
-        def signal(images: torch.Tensor) -> torch.Tensor:
-            if not replay:
-                values = grad(lambda p: task_loss(net, p, images, labels))(params)
-            else:
+        def recorded_loss(p: dict[str, torch.Tensor], images: torch.Tensor):
+            with recorder.recording() as recorded:
+                loss = task_loss(net, p, images, labels)
+            return loss, list(recorded)
+
+        def signal(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            prior = images.new_zeros(())
+            if replay:
                 values = unrolled_update(net, params, images, labels, update, factors)
-            return flatten([values[n] for n in names])
+                if recorder:
+                    prior = self._prior(recorded_loss(params, images)[1])
+            elif recorder:
+                values, recorded = grad(recorded_loss, has_aux=True)(params, images)
+                prior = self._prior(recorded)
+            else:
+                values = grad(lambda p: task_loss(net, p, images, labels))(params)
+            return flatten([values[n] for n in names]), prior
 
-        signals = vmap(signal) if restarts > 1 else (lambda x: signal(x[0]).unsqueeze(0))
+        if restarts > 1:
+            signals = vmap(signal)
+        else:
+            def signals(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                flat, prior = signal(x[0])
+                return flat.unsqueeze(0), prior.unsqueeze(0)
 
-        def objective(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            match = matcher(signals(x))
-            total = match + tv * total_variation(x) if tv else match
+        def objective(x: torch.Tensor, tv: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            flat, prior = signals(x)
+            match = matcher(flat)
+            total = match + tv * total_variation(x) + prior
             return total.sum(), (total, match)
 
-        def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            dx, (total, match) = grad(objective, has_aux=True)(x)
+        def evaluate(x: torch.Tensor, tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            dx, (total, match) = grad(objective, has_aux=True)(x, tv)
             return total, match, dx
 
         return evaluate
@@ -246,9 +332,9 @@ class _Attack:
             evaluate = torch.compile(evaluate, dynamic=False)
         # The images enter detached: torch.func differentiates on its own, and one compiled graph serves
         # every call because dynamo guards on requires_grad.
-        return lambda x: evaluate(x.detach())
+        return lambda x, tv: evaluate(x.detach(), tv)
 
-    def _compiled(self, evaluate: Evaluate, start: torch.Tensor) -> float:
+    def _compiled(self, evaluate: Evaluate, start: torch.Tensor, tv: torch.Tensor) -> float:
         """Compile ``evaluate`` by calling it once on ``start``; the seconds it took (0 when not compiling).
 
         Timed apart from the iterations: inductor compiles the graph once per model and image shape
@@ -259,7 +345,7 @@ class _Attack:
             return 0.0
         began = time.perf_counter()
         try:
-            evaluate(start)
+            evaluate(start, tv)
         except Exception as err:  # dynamo/inductor raise many kinds; all mean "cannot compile this"
             raise RuntimeError(
                 f"torch.compile could not compile the attack's objective for this model ({type(err).__name__}: "
@@ -282,28 +368,35 @@ class _Attack:
             start = start.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         return start
 
-    def _optimise(self, evaluate: Evaluate, start: torch.Tensor, progress: Progress, done_before: int):
+    def _optimise(self, evaluate: Evaluate, start: torch.Tensor, tv: torch.Tensor, progress: Progress,
+                  done_before: int) -> _Run:
         cfg = self.config
         x = start.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([x], lr=cfg.lr)
         milestones = [max(1, int(cfg.iterations * f)) for f in cfg.milestones]
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=cfg.gamma)
         restarts = start.shape[0]
         best_x = start.clone()
         best_total = torch.full((restarts,), math.inf, device=self.device)
         best_match = torch.full((restarts,), math.inf, device=self.device)
         curve = torch.full((cfg.iterations, restarts), math.nan, device=self.device)
-        run = 0
+        # lowest matching loss so far, per restart: history[t] after t iterations
+        history = torch.full((cfg.iterations + 1, restarts), math.inf, device=self.device)
+        phase, phase_start, run, reason = 0, 0, 0, "budget"
         for iteration in range(cfg.iterations):
-            total, match, dx = evaluate(x)
+            scheduled = sum(m <= iteration for m in milestones)
+            if scheduled > phase:
+                phase, phase_start = scheduled, iteration
+            for group in optimiser.param_groups:
+                group["lr"] = cfg.lr * cfg.gamma**phase
+            total, match, dx = evaluate(x, tv)
             curve[iteration] = total
             better = total < best_total
             best_total = torch.where(better, total, best_total)
             best_match = torch.where(better, match, best_match)
             best_x = torch.where(better.view(-1, 1, 1, 1, 1), x.detach(), best_x)
+            history[iteration + 1] = torch.minimum(history[iteration], match.detach())
             x.grad = dx.sign() if cfg.signed else dx
             optimiser.step()
-            schedule.step()
             if cfg.boxed:
                 with torch.no_grad():
                     x.clamp_(min=self.low, max=self.high)
@@ -311,8 +404,29 @@ class _Attack:
             if progress.due():
                 progress.show(done_before + run, float(total.min()))
             if run % _FINITE_CHECK == 0 and not torch.isfinite(total).any():
+                reason = "not finite"
                 break
-        return best_x, best_match, curve[:run], run
+            if run % _STOP_CHECK == 0 and run < cfg.iterations:
+                if bool((history[run] <= cfg.loss_tol).any()):
+                    reason = "loss below tolerance"
+                    break
+                if self._plateau(history, run, phase_start):
+                    if phase == len(milestones):
+                        reason = "plateau"
+                        break
+                    phase, phase_start = phase + 1, run
+        if reason == "budget" and (bool((history[run] <= cfg.loss_tol).any()) or self._plateau(history, run, 0)):
+            reason = "plateau" if self._plateau(history, run, 0) else "loss below tolerance"
+        return _Run(best_x, best_match, curve[:run], run, reason)
+
+    def _plateau(self, history: torch.Tensor, run: int, since: int) -> bool:
+        """Whether no restart's best matching loss improved by more than ``plateau_tol`` (relative) over
+        the last ``plateau_window`` iterations, all of them at or after iteration ``since``."""
+        window = self.config.plateau_window
+        if window is None or run - window < since:
+            return False
+        before, now = history[run - window], history[run]
+        return bool((before - now <= self.config.plateau_tol * before.abs()).all())
 
     def run(self) -> Reconstruction:
         cfg = self.config
@@ -320,18 +434,22 @@ class _Attack:
         sequential = cfg.restart_mode == "sequential" and cfg.restarts > 1
         progress = Progress(cfg.iterations * (cfg.restarts if sequential else 1), enabled=cfg.progress)
         evaluate = self._objective(1 if sequential else cfg.restarts)
-        compile_seconds = self._compiled(evaluate, start[:1] if sequential else start)
+        tv = self.restart_tv
+        compile_seconds = self._compiled(evaluate, start[:1] if sequential else start, tv[:1] if sequential else tv)
         began = time.perf_counter()
         if sequential:
-            parts = [self._optimise(evaluate, start[r : r + 1], progress, r * cfg.iterations) for r in range(cfg.restarts)]
-            best_x = torch.cat([p[0] for p in parts])
-            best_match = torch.cat([p[1] for p in parts])
-            curves = [p[2][:, 0] for p in parts]
-            runs = [p[3] for p in parts]
+            runs = [
+                self._optimise(evaluate, start[r : r + 1], tv[r : r + 1], progress, r * cfg.iterations)
+                for r in range(cfg.restarts)
+            ]
+            best_x = torch.cat([r.best_x for r in runs])
+            best_match = torch.cat([r.best_match for r in runs])
+            curves = [r.curve[:, 0] for r in runs]
         else:
-            best_x, best_match, curve, run = self._optimise(evaluate, start, progress, 0)
-            curves = list(curve.T)
-            runs = [run] * cfg.restarts
+            batched = self._optimise(evaluate, start, tv, progress, 0)
+            best_x, best_match = batched.best_x, batched.best_match
+            curves = list(batched.curve.T)
+            runs = [batched] * cfg.restarts
         seconds = time.perf_counter() - began
         losses = best_match.cpu()
         finite = bool(torch.isfinite(losses).any())
@@ -339,18 +457,23 @@ class _Attack:
         if progress.enabled:
             progress.show(progress.total, float(losses[winner]))
         images = (best_x[winner] * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)).clamp(0, 1)
+        restart_tv = tv.cpu().tolist()
         stats = {
             "iterations": cfg.iterations,
-            "iterations_run": runs,
+            "iterations_run": [r.iterations for r in runs],
+            "converged": runs[winner].converged,
+            "stop_reason": runs[winner].reason,
             "seconds": seconds,
-            "ms_per_iteration": 1000 * seconds / max(1, sum(runs)),
+            "ms_per_iteration": 1000 * seconds / max(1, sum(r.iterations for r in runs)),
             "loss_curve": curves[winner].cpu().tolist(),
             "restart_losses": losses.tolist(),
             "best_restart": winner,
             "matching_loss": float(losses[winner]),
             "finite": finite,
             "objective": cfg.objective,
-            "tv": self.tv,
+            "tv": restart_tv[winner],
+            "restart_tv": restart_tv,
+            "bn_prior": cfg.bn_prior if self.bn_target is not None else None,
             "bn_mode": cfg.bn_mode,
             "restarts": cfg.restarts,
             "restart_mode": "sequential" if sequential else "batched",

@@ -65,6 +65,7 @@ def _inverting_gradients(inputs: AttackInputs) -> Reconstruction:
         fl_factors=inputs.fl_factors,
         image_shape=inputs.image_shape,
         mask=inputs.mask,
+        bn_stats=inputs.bn_stats,
     )
 
 

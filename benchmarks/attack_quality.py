@@ -14,6 +14,12 @@ buffers in its payload), scored like ours. Ours and breaching alternate batch by
 the same machine load; the ``ratio`` column is our time per iteration over breaching's, the median over
 batches. Compilation is not in our ms/it (it is its own column, and cached on disk for later runs).
 
+``--tv`` takes one weight or a comma-separated list of candidates: with a list the restarts (``--restarts``,
+default one per candidate) share the candidates out and the attack keeps the restart with the lowest
+matching loss, so the ``tv`` column then shows the weights chosen. ``--device cuda`` runs our attack on
+the GPU (breaching stays on the CPU). The ``conv`` column is the fraction of batches whose attack
+converged (``Reconstruction.stats["converged"]``), ``its`` the mean iterations run.
+
 Images, from ``<cifar>/test/<class>/*.jpg``: the sequence image 0 of class 0, 1, ..., 9, then image 1 of
 each class, and so on; batch k of size B is its entries kB .. kB + B - 1 (so B=1 batches are one
 airplane, one automobile, one bird, ...). Normalised with CIFAR-10's usual training statistics.
@@ -21,6 +27,7 @@ airplane, one automobile, one bird, ...). Normalised with CIFAR-10's usual train
     make install-bench
     python benchmarks/attack_quality.py --reference                    # the full table (about an hour)
     python benchmarks/attack_quality.py --iterations 200 --images 1 --settings convnet32:1 --reference
+    python benchmarks/attack_quality.py --iterations 300 --images 2 --settings resnet20:4 --tv 1e-4,1e-2,0.2
 """
 
 from __future__ import annotations
@@ -124,14 +131,18 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
     images, labels = load_images(root, batch, index * batch)
     target = gradient(model, images, labels)
     tv = args.tv if args.tv is not None else attacks.default_tv(name)
-    config = attacks.AttackConfig(iterations=args.iterations, tv=tv, bn_mode="eval", architecture=name,
-                                  threads=args.threads, progress=args.progress, compile=args.compile == "on")
+    restarts = args.restarts if args.restarts is not None else (len(tv) if isinstance(tv, tuple) else 1)
+    config = attacks.AttackConfig(iterations=args.iterations, tv=tv, restarts=restarts, bn_mode="eval",
+                                  architecture=name, threads=args.threads, progress=args.progress,
+                                  compile=args.compile == "on", device=args.device)
     given = labels if args.labels == "known" else None
     lpips = args.lpips if args.lpips != "off" else False
     rec = attacks.reconstruct(model, target, num_images=batch, labels=given, mean=MEAN, std=STD, config=config)
     scores = attacks.metrics.score(rec.images, images, rec_labels=rec.labels, true_labels=labels, lpips=lpips)
     result: dict[str, float | str | None] = {
-        "tv": tv, "psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores.get("lpips", float("nan")),
+        "tv": rec.stats["tv"], "converged": float(rec.stats["converged"]),
+        "iterations_run": float(max(rec.stats["iterations_run"])),
+        "psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores.get("lpips", float("nan")),
         "label_acc": scores["label_acc"], "ms_it": rec.stats["ms_per_iteration"],
         "compile_s": rec.stats["compile_seconds"],
         "lpips_missing": scores.missing.get("lpips"),
@@ -147,9 +158,9 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
 def run_setting(setting: str, args: argparse.Namespace, root: Path) -> dict[str, object]:
     name, model, batch = build(setting)
     runs = [run_batch(name, model, batch, args.first + k, args, root) for k in range(args.images)]
-    row: dict[str, object] = {"setting": f"{setting.split(':')[0]} B={batch}", "tv": runs[0]["tv"],
-                              "lpips_missing": runs[0]["lpips_missing"]}
-    for key in ("psnr", "ssim", "lpips", "label_acc", "ms_it", "compile_s"):
+    row: dict[str, object] = {"setting": f"{setting.split(':')[0]} B={batch}",
+                              "tv": "/".join(f"{r['tv']:.0e}" for r in runs), "lpips_missing": runs[0]["lpips_missing"]}
+    for key in ("psnr", "ssim", "lpips", "label_acc", "ms_it", "compile_s", "converged", "iterations_run"):
         row[key] = statistics.mean(float(r[key]) for r in runs)
     row["psnr_each"] = [float(r["psnr"]) for r in runs]
     if args.reference:
@@ -161,13 +172,21 @@ def run_setting(setting: str, args: argparse.Namespace, root: Path) -> dict[str,
     return row
 
 
+def _weights(text: str) -> float | tuple[float, ...]:
+    weights = tuple(float(w) for w in text.split(","))
+    return weights[0] if len(weights) == 1 else weights
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cifar", default=os.environ.get("FEDSYN_CIFAR10_DIR", ".data/cifar10"))
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated model:batch (convnetW = width W)")
     parser.add_argument("--images", type=int, default=3, help="batches per setting")
-    parser.add_argument("--tv", type=float, default=None, help="override every model's default TV weight")
+    parser.add_argument("--tv", type=_weights, default=None,
+                        help="override every model's default TV weight: one weight, or comma-separated candidates")
+    parser.add_argument("--restarts", type=int, default=None, help="restarts (default: one per TV candidate)")
+    parser.add_argument("--device", default="cpu", help="our attack's device: cpu, cuda or cuda:N")
     parser.add_argument("--labels", choices=("recovered", "known"), default="known")
     parser.add_argument("--first", type=int, default=0, help="index of the first batch")
     parser.add_argument("--lpips", default="auto", help="'auto', a path to alexnet-owt-7be5be79.pth, or 'off'")
@@ -179,17 +198,19 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     root = Path(args.cifar)
-    header = f"{'setting':<14} {'tv':>7} {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} {'labels':>6} {'ms/it':>7} {'compile s':>9}"
+    header = (f"{'setting':<14} {'tv':>15} {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} {'labels':>6} {'ms/it':>7} "
+              f"{'compile s':>9} {'conv':>5} {'its':>6}")
     if args.reference:
         header += f" {'br tv':>7} {'br PSNR':>8} {'br ms/it':>9} {'ratio':>6}"
     print(f"attack quality: {args.iterations} iterations, {args.images} batch(es) per setting, labels {args.labels}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, compile {args.compile}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, compile {args.compile}, device {args.device}")
     print(header)
     missing = set()
     for setting in args.settings.split(","):
         row = run_setting(setting, args, root)
-        line = (f"{row['setting']:<14} {row['tv']:>7.0e} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['lpips']:>6.3f} "
-                f"{row['label_acc']:>6.2f} {row['ms_it']:>7.1f} {row['compile_s']:>9.1f}")
+        line = (f"{row['setting']:<14} {row['tv']:>15} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['lpips']:>6.3f} "
+                f"{row['label_acc']:>6.2f} {row['ms_it']:>7.1f} {row['compile_s']:>9.1f} {row['converged']:>5.2f} "
+                f"{row['iterations_run']:>6.0f}")
         if args.reference:
             line += f" {row['ref_tv']:>7.0e} {row['ref_psnr']:>8.2f} {row['ref_ms_it']:>9.1f} {row['ratio']:>6.2f}"
         print(line, flush=True)
