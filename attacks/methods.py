@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .analytic import analytic
 from .config import AttackConfig, LocalUpdate
 from .inversion import Reconstruction, reconstruct
 
@@ -69,6 +70,7 @@ def _inverting_gradients(inputs: AttackInputs) -> Reconstruction:
 
 METHODS: dict[str, Method] = {
     "inverting-gradients": _inverting_gradients,
+    "analytic": analytic,
 }
 
 DEFAULT_METHOD = "inverting-gradients"
