@@ -60,7 +60,8 @@ def analytic(inputs: AttackInputs) -> Reconstruction:
         estimate = aggregate_rows(weight_grad, bias_grad, keep)
         flat = estimate.image.unsqueeze(0)
         stats.update(rows_used=estimate.rows, outlier_share=estimate.outliers, row_spread=estimate.spread,
-                     sources=["rows"])
+                     sources=["rows"], pixels_missing=int(flat.isnan().sum()))
+        flat = flat.nan_to_num()  # a pixel every row lost to the mask: the dataset mean
     else:
         flat, details = _separate(weight_grad, bias_grad, keep, count, config.seed)
         stats.update(details)
@@ -74,7 +75,8 @@ def _separate(
     weight_grad: torch.Tensor, bias_grad: torch.Tensor, keep: torch.Tensor, count: int, seed: int
 ) -> tuple[torch.Tensor, dict[str, object]]:
     """B flattened images and the stats of the separation; images found as row clusters are refined by
-    the robust row aggregate over the cluster's rows, with the fit's outliers left out."""
+    the robust row aggregate over the cluster's rows, with the fit's outliers left out (a pixel whose
+    entries were all left out keeps the low-rank fit's value)."""
     separation = separate(weight_grad, bias_grad, keep, count, seed)
     fitted_keep = keep.clone()
     fitted_keep[separation.rows] = separation.kept
@@ -82,7 +84,7 @@ def _separate(
     for coordinates, source, members in zip(separation.coordinates, separation.sources, separation.members):
         if source == "rows":
             estimate = aggregate_rows(weight_grad[members], bias_grad[members], fitted_keep[members])
-            images.append(estimate.image)
+            images.append(torch.where(estimate.image.isnan(), separation.basis @ coordinates, estimate.image))
         else:
             images.append(separation.basis @ coordinates)
         rows_used.append(int(members.numel()))

@@ -34,7 +34,7 @@ EXACT_SHARE = 1e-6
 
 @dataclass(frozen=True)
 class RowEstimate:
-    """The aggregated input (pixels,), with what the aggregation saw.
+    """The aggregated input (pixels,), NaN where every row's entry was dropped, with what the aggregation saw.
 
     ``rows``: rows used; ``outliers``: share of (row, pixel) ratios rejected; ``spread``: the median
     over pixels of the ratios' relative median absolute deviation (0 for an exact gradient, about the FL
@@ -79,7 +79,7 @@ def aggregate_rows(weight_grad: torch.Tensor, bias_grad: torch.Tensor, keep: tor
     weights = bias.abs().unsqueeze(1) * inlier
     total = weights.sum(dim=0)
     mean = (weights * ratios.nan_to_num()).sum(dim=0) / total.clamp_min(torch.finfo(torch.float64).tiny)
-    image = torch.where(total > 0, mean, median.nan_to_num())
+    image = torch.where(total > 0, mean, median)
     relative = (mad / median.abs().clamp_min(floor)).nanmedian()
     rejected = 1.0 - float(inlier.sum()) / max(int(valid.sum()), 1)
     return RowEstimate(image=image, rows=int(rows.numel()), outliers=rejected, spread=float(relative))

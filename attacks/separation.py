@@ -29,11 +29,11 @@ import torch
 CLUSTER_RADIUS = 1e-2
 # A cluster needs at least this many rows to count as an image.
 MIN_CLUSTER_ROWS = 3
-# Robust low-rank fit: first-guess outliers exceed this many row medians in magnitude; later ones, this
+# Robust low-rank fit: first-guess outliers exceed this many times their expected magnitude; later ones, this
 # many robust residual scales of their row; entries within EXACT_RESIDUAL row medians always fit.
 JUMP_ROW_MEDIANS = 10.0
 RESIDUAL_MADS = 20.0
-EXACT_RESIDUAL = 1e-4
+EXACT_RESIDUAL = 0.05
 ROBUST_FITS = 3
 OVERSAMPLE = 8
 POWER_ITERATIONS = 4
@@ -67,16 +67,19 @@ def robust_low_rank(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rank-``rank`` fit of a (rows, pixels) gradient that ignores outlying entries (WR's jumps).
 
-    An entry is an outlier when it is more than ``JUMP_ROW_MEDIANS`` times its row's median magnitude
-    (a first guess), then, fit by fit, when its residual exceeds ``RESIDUAL_MADS`` robust residual
+    An entry is an outlier when it is more than ``JUMP_ROW_MEDIANS`` times the magnitude a rank-one
+    model of medians expects (its row's median magnitude times its pixel's median relative magnitude,
+    so that a bright pixel is not an outlier in every row): a first guess; then, fit by fit, when its residual exceeds ``RESIDUAL_MADS`` robust residual
     scales of its row; outliers are replaced by the fit and the fit repeated. ``keep`` (bool, same shape)
     marks the entries that may be used at all. Returns row coordinates (rows, rank), the basis
     (pixels, rank), the leading singular values and the final keep-mask.
     """
+    tiny = torch.finfo(weight_grad.dtype).tiny
     magnitude = torch.where(keep, weight_grad.abs(), torch.nan)
-    row_scale = magnitude.nanmedian(dim=1, keepdim=True).values.nan_to_num()
-    floor = EXACT_RESIDUAL * row_scale.clamp_min(torch.finfo(weight_grad.dtype).tiny)
-    used = keep & (weight_grad.abs() <= JUMP_ROW_MEDIANS * row_scale + floor)
+    row_scale = magnitude.nanmedian(dim=1, keepdim=True).values.nan_to_num().clamp_min(tiny)
+    column_scale = (magnitude / row_scale).nanmedian(dim=0, keepdim=True).values.nan_to_num()
+    floor = EXACT_RESIDUAL * row_scale
+    used = keep & (weight_grad.abs() <= JUMP_ROW_MEDIANS * row_scale * column_scale + floor)
     for _ in range(ROBUST_FITS):
         coordinates, basis, singular = _top_subspace(torch.where(used, weight_grad, 0.0), rank, generator)
         fit = coordinates @ basis.T
