@@ -75,15 +75,13 @@ def _separate(
     weight_grad: torch.Tensor, bias_grad: torch.Tensor, keep: torch.Tensor, count: int, seed: int
 ) -> tuple[torch.Tensor, dict[str, object]]:
     """B flattened images and the stats of the separation; images found as row clusters are refined by
-    the robust row aggregate over the cluster's rows, with the fit's outliers left out (a pixel whose
-    entries were all left out keeps the low-rank fit's value)."""
+    the robust row aggregate over the cluster's rows, which rejects WR's jumps itself (a pixel whose
+    entries the mask drops in every row keeps the low-rank fit's value)."""
     separation = separate(weight_grad, bias_grad, keep, count, seed)
-    fitted_keep = keep.clone()
-    fitted_keep[separation.rows] = separation.kept
     images, rows_used = [], []
     for coordinates, source, members in zip(separation.coordinates, separation.sources, separation.members):
         if source == "rows":
-            estimate = aggregate_rows(weight_grad[members], bias_grad[members], fitted_keep[members])
+            estimate = aggregate_rows(weight_grad[members], bias_grad[members], keep[members])
             images.append(torch.where(estimate.image.isnan(), separation.basis @ coordinates, estimate.image))
         else:
             images.append(separation.basis @ coordinates)
