@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedsyn.experiment.schema import load_config
 from fedsyn.federation import deployment
-from fedsyn.sweep.schema import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SUPERLINK = f"superlink:{deployment.SUPERLINK_PORT}"
@@ -33,7 +33,7 @@ def supernodes(services: dict[str, dict]) -> list[str]:
 
 def runner_config(services: dict[str, dict]) -> Path:
     command = services["runner"]["command"]
-    return REPO / command[command.index("fedsyn.federation.runner") + 1]
+    return REPO / command[command.index("fedsyn.sweep.deployed") + 1]
 
 
 def test_services_are_superlink_supernodes_and_runner(services: dict[str, dict]) -> None:

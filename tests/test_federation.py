@@ -18,11 +18,14 @@ import torch
 import yaml
 from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
+from fedsyn.biomod import fuzzy_factors
 from fedsyn.cli import main
 from fedsyn.defenses import DefenseSet, apply_defenses
-from fedsyn.federation.capture import Capture, CaptureError, CaptureWriter
-from fedsyn.federation.client_data import client_partitions, dataset_spec, load_split
-from fedsyn.federation.evaluator import ROWS_FILE, attack_inputs
+from fedsyn.evaluation.capture import Capture, CaptureError, CaptureWriter
+from fedsyn.evaluation.evaluator import ROWS_FILE
+from fedsyn.evaluation.knowledge import attack_inputs
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import ConfigError, parse_config
 from fedsyn.federation.settings import (
     RunConfigError,
     parse_node_config,
@@ -30,13 +33,11 @@ from fedsyn.federation.settings import (
     run_config,
 )
 from fedsyn.federation.strategy import reply_problem, triage
-from fedsyn.biomod import fuzzy_factors
-from fedsyn.federation.cell_model import client_model, server_model
-from fedsyn.federation.training import LocalHyper, client_round, local_update, round_batches
 from fedsyn.seeding import derive_seed
-from fedsyn.sweep.grid import Cell, expand
 from fedsyn.sweep.pretrain import pretrain_key
-from fedsyn.sweep.schema import ConfigError, parse_config
+from fedsyn.task.data import client_partitions, dataset_spec, load_split
+from fedsyn.task.model import client_model, server_model
+from fedsyn.task.training import LocalHyper, client_round, local_update, round_batches
 
 CLIENTS, ROUNDS, FAULTY = 4, 2, 3
 
@@ -448,8 +449,8 @@ def test_secagg_aggregates_are_reproducible(secure: Capture, tmp_path: Path) -> 
 
 def test_attack_on_the_secagg_aggregate(secure: Capture, tmp_path: Path) -> None:
     """One target per round, the aggregate, against all covered clients' images; rows fit the store."""
-    from fedsyn.federation.evaluator import attack_capture, true_batch
-    from fedsyn.sweep.store import open_store
+    from fedsyn.evaluation.evaluator import attack_capture, true_batch
+    from fedsyn.results.store import open_store
 
     rows = attack_capture(secure.directory, out=tmp_path / "attack")
     assert [(row["partition_id"], row["attacker"]) for row in rows] == [(-1, "oblivious"), (-1, "informed")]

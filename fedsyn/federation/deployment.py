@@ -74,8 +74,8 @@ def flwr_run_command(app: str | Path, connection: str, run_config: str | Path) -
 
 
 def runner_command(config: str | Path, superlink: str, results: str | Path, *, python: str = "python") -> list[str]:
-    """The one-shot runner (``fedsyn.federation.runner``): ``flwr run``, then attack, store and report."""
-    return [python, "-m", "fedsyn.federation.runner", str(config), "--superlink", superlink, "--results", str(results)]
+    """The one-shot runner (``fedsyn.sweep.deployed``): ``flwr run``, then attack, store and report."""
+    return [python, "-m", "fedsyn.sweep.deployed", str(config), "--superlink", superlink, "--results", str(results)]
 
 
 def flower_config(connection: str, address: str) -> str:

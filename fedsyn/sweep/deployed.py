@@ -1,7 +1,7 @@
 """The one-shot runner of a real deployment: ``flwr run`` one cell on a running SuperLink, then attack
 its capture and write the results store and report.
 
-    python -m fedsyn.federation.runner CONFIG --superlink HOST:PORT --results DIR [--cell N] [--app DIR]
+    python -m fedsyn.sweep.deployed CONFIG --superlink HOST:PORT --results DIR [--cell N] [--app DIR]
 
 The compose file's ``runner`` service and ``tests/test_deployment.py`` both use it. The ServerApp runs
 inside the SuperLink's process tree and writes the capture to ``DIR/federation/<cell key>``, so DIR must
@@ -22,19 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedsyn.sweep.grid import Cell, expand
-from fedsyn.sweep.schema import load_config
-
-from . import deployment
-from .capture import SUMMARY_FILE
-from .settings import run_config
+from fedsyn.errors import FedsynError
+from fedsyn.evaluation.capture import SUMMARY_FILE
+from fedsyn.evaluation.evaluator import attack_capture
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import load_config
+from fedsyn.federation import deployment
+from fedsyn.federation.settings import run_config
+from fedsyn.report import build_report
+from fedsyn.results.store import open_store
 
 CONNECTION = "fedsyn"
 FEDERATION_DIR = "federation"
 ATTACK_DIR = "attack"
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(FedsynError, RuntimeError):
     """The SuperLink could not be reached, or the run ended without a complete capture."""
 
 
@@ -77,11 +80,6 @@ def run_deployment(
     config: Path, *, superlink: str, results: Path, cell_index: int = 0, app: Path = Path("."), timeout: float = 3600
 ) -> Path:
     """Federate one cell of ``config`` on the SuperLink, attack it, store and report; returns report.html."""
-    from fedsyn.report import build_report
-    from fedsyn.sweep.store import open_store
-
-    from .evaluator import attack_capture
-
     experiment = load_config(config)
     cells = expand(experiment)
     if not 0 <= cell_index < len(cells):
@@ -98,13 +96,13 @@ def run_deployment(
             row["image_path"] = (attack_dir / row["image_path"]).relative_to(results).as_posix()
     rounds = json.loads((capture_dir / SUMMARY_FILE).read_text())["rounds"]
     with open_store(results) as store:
-        store.set_meta("config", experiment.model_dump_json())
+        store.set_experiment(experiment.name, [cell.key], experiment.model_dump_json())
         store.commit_cell(cell, rows, rounds=rounds, seconds=time.monotonic() - started)
     return build_report(results)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fedsyn.federation.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fedsyn.sweep.deployed", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="experiment YAML")
     parser.add_argument("--superlink", required=True, help="the SuperLink's address, host:port")
     parser.add_argument("--results", type=Path, required=True, help="results folder shared with the SuperLink")

@@ -1,0 +1,69 @@
+"""The experiment's closed vocabularies, each taken from the registry that owns it.
+
+The schema validates against these tuples, and the result fields, the report and the CLI read them
+from here, so a model, dataset, defense or attack method added to its registry is a valid config value
+everywhere at once. Only the lists without a registry of their own (the attackers, the metrics and
+their privacy direction) are written out here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attacks
+from fedsyn.biomod import COMBOS, METHODS as BIOMOD_METHODS, parse_combo
+from fedsyn.data import DATASET_NAMES, SCHEMES
+from fedsyn.defenses import DEFENSE_TYPES
+from fedsyn.models import MODEL_NAMES
+
+MODELS: tuple[str, ...] = MODEL_NAMES
+DATASETS: tuple[str, ...] = DATASET_NAMES
+PARTITION_SCHEMES: tuple[str, ...] = SCHEMES
+DEFENSES: tuple[str, ...] = DEFENSE_TYPES
+ATTACK_METHODS: tuple[str, ...] = tuple(attacks.METHODS)
+
+ATTACKERS: tuple[str, ...] = ("oblivious", "informed")
+"""The threat models of the evaluator (docs/methods.md, "Oblivious vs informed")."""
+
+METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc")
+"""What ``attacks.metrics.score`` reports per attacked batch (the mean over its images)."""
+
+BEST_OF: tuple[str, ...] = ("psnr", "ssim", "lpips", "mse_pct")
+"""The metrics whose best single image a result row also keeps (``best_<metric>``)."""
+
+HIGHER_IS_PRIVATE: dict[str, bool] = {"mse_pct": True, "psnr": False, "ssim": False, "lpips": True, "mse": True}
+"""The image metrics a report can rank by, in the report's order: True where a higher value means the
+reconstruction leaks less."""
+
+REPORT_METRICS: tuple[str, ...] = tuple(HIGHER_IS_PRIVATE)
+
+
+def one_of(name: str, allowed: Sequence[str], what: str) -> str:
+    """``name`` if ``allowed`` holds it, else ``ValueError`` listing the allowed values."""
+    if name not in allowed:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(allowed)}")
+    return name
+
+
+def combo_flags(combo: str) -> dict[str, bool]:
+    """``{"fl": ..., "wr": ..., "ws": ...}`` of a combination name of ``COMBOS``."""
+    flags = parse_combo(combo)
+    return {method: flags[method] for method in BIOMOD_METHODS}
+
+
+__all__ = [
+    "ATTACKERS",
+    "ATTACK_METHODS",
+    "BEST_OF",
+    "BIOMOD_METHODS",
+    "COMBOS",
+    "DATASETS",
+    "DEFENSES",
+    "HIGHER_IS_PRIVATE",
+    "METRICS",
+    "MODELS",
+    "PARTITION_SCHEMES",
+    "REPORT_METRICS",
+    "combo_flags",
+    "one_of",
+]
