@@ -18,6 +18,7 @@ import torch
 import yaml
 from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
+import attacks
 from fedsyn.biomod import fuzzy_factors
 from fedsyn.cli import main
 from fedsyn.defenses import DefenseSet, apply_defenses
@@ -472,3 +473,26 @@ def test_attack_on_the_secagg_aggregate(secure: Capture, tmp_path: Path) -> None
         (-1, [0, 1, 2]),
         (-1, [0, 1, 2]),
     ]
+
+
+def test_every_attack_method_gives_its_own_row(run: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack.methods runs each registered method on each (round, client, attacker); one that does not
+    apply gives a 'not applicable' row with its reason and no numbers."""
+    from fedsyn.evaluation.evaluator import attack_capture
+
+    def never(inputs: attacks.AttackInputs) -> attacks.Reconstruction:
+        raise attacks.NotApplicable(f"no fully connected input layer in a model of {len(inputs.target)} tensors")
+
+    monkeypatch.setitem(attacks.METHODS, "never-applies", never)
+    config = experiment({"name": "photos"})
+    config["attack"]["methods"] = ["inverting-gradients", "never-applies"]
+    spec = parse_config(config).attack
+    rows = attack_capture(run.directory, attack=spec, out=tmp_path)
+    assert [(r["partition_id"], r["method"]) for r in rows] == [
+        (p, m) for p in (0, FAULTY) for m in ("inverting-gradients", "never-applies")
+    ]
+    ok, skipped = rows[0], rows[1]
+    assert ok["status"] == "ok" and math.isfinite(ok["mse_pct"]) and ok["image_path"].endswith("_inverting-gradients.png")
+    assert skipped["status"] == "not applicable" and "fully connected" in skipped["error"]
+    assert all(skipped[name] is None for name in ("mse", "psnr", "ssim", "mse_pct", "label_acc", "image_path"))
+    assert [r["status"] for r in rows[2:]] == ["rejected", "rejected"]

@@ -50,8 +50,8 @@ def attack_inputs(
     entry: IndexEntry,
     train: ImageDataset,
 ) -> dict[str, Any]:
-    """``target``, ``update``, ``fl_factors`` and ``mask`` for ``attacks.reconstruct`` as ``attacker`` sees
-    them. The informed attacker's mask leaves out the weights WR re-drew and the entries pruning zeroed
+    """``target``, ``update``, ``fl_factors`` and ``mask`` of ``attacks.AttackInputs`` as ``attacker``
+    sees them. The informed attacker's mask leaves out the weights WR re-drew and the entries pruning zeroed
     (``fedsyn.defenses.knowledge.informed_mask``)."""
     target = [tensors[name] for name, _ in model.named_parameters()]
     if attacker == "oblivious":

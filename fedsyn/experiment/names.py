@@ -1,26 +1,23 @@
 """The experiment's closed vocabularies, each taken from the registry that owns it.
 
 The schema validates against these tuples, and the result fields, the report and the CLI read them
-from here, so a model, dataset, defense or attack method added to its registry is a valid config value
-everywhere at once. Only the lists without a registry of their own (the attackers, the metrics and
-their privacy direction) are written out here.
+from here, so a model or dataset added to its registry is a valid config value everywhere at once
+(defense types come from ``fedsyn.defenses.registry`` through ``DefenseSet``; attack methods are
+checked against ``attacks.METHODS`` itself). Only the lists without a registry of their own (the
+attackers, the metrics and their privacy direction) are written out here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attacks
 from fedsyn.biomod import COMBOS, METHODS as BIOMOD_METHODS, parse_combo
 from fedsyn.data import DATASET_NAMES, SCHEMES
-from fedsyn.defenses import DEFENSE_TYPES
 from fedsyn.models import MODEL_NAMES
 
 MODELS: tuple[str, ...] = MODEL_NAMES
 DATASETS: tuple[str, ...] = DATASET_NAMES
 PARTITION_SCHEMES: tuple[str, ...] = SCHEMES
-DEFENSES: tuple[str, ...] = DEFENSE_TYPES
-ATTACK_METHODS: tuple[str, ...] = tuple(attacks.METHODS)
 
 ATTACKERS: tuple[str, ...] = ("oblivious", "informed")
 """The threat models of the evaluator (docs/methods.md, "Oblivious vs informed")."""
@@ -53,12 +50,10 @@ def combo_flags(combo: str) -> dict[str, bool]:
 
 __all__ = [
     "ATTACKERS",
-    "ATTACK_METHODS",
     "BEST_OF",
     "BIOMOD_METHODS",
     "COMBOS",
     "DATASETS",
-    "DEFENSES",
     "HIGHER_IS_PRIVATE",
     "METRICS",
     "MODELS",

@@ -20,7 +20,7 @@ from fedsyn.defenses import DPSGD, DefenseConfig, DefenseSet, SecAgg
 from fedsyn.errors import FedsynError
 from fedsyn.strict import StrictModel
 
-from .names import ATTACK_METHODS, ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, PARTITION_SCHEMES, one_of
+from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, PARTITION_SCHEMES, one_of
 
 
 class ConfigError(FedsynError, ValueError):
@@ -178,9 +178,10 @@ class AttackSpec(StrictModel):
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
         """Every name a key of ``attacks.METHODS`` (the attack suite's registry), at least one."""
+        known = tuple(attacks.METHODS)
         if not methods:
-            raise ValueError(f"name at least one attack method; allowed: {', '.join(ATTACK_METHODS)}")
-        return _distinct(tuple(one_of(name, ATTACK_METHODS, "attack method") for name in methods), "attack.methods")
+            raise ValueError(f"name at least one attack method; allowed: {', '.join(known)}")
+        return _distinct(tuple(one_of(name, known, "attack method") for name in methods), "attack.methods")
 
 
 def _distinct(names: tuple[str, ...], field: str) -> tuple[str, ...]:
