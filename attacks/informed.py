@@ -4,7 +4,7 @@ Both functions return masks aligned with the update (one bool tensor per paramet
 this entry in the matching); ``combine_masks`` intersects them. The attack compares the candidate's
 signal with the target on the kept entries only.
 
-Weight rejuvenation (METHODS.md, "WR") replaces a weight by a fresh draw from ``U(-b, b)``,
+Weight rejuvenation (docs/methods.md, "WR") replaces a weight by a fresh draw from ``U(-b, b)``,
 ``b = 1 / sqrt(fan_in)``, after an optimizer step, so the update of a re-drawn weight is
 ``fresh - w_global`` (plus the gradient steps after the redraw): a value of the size of the weights
 themselves, not of a learning-rate-sized step, and unrelated to the client's images. Matching it

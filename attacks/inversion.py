@@ -2,7 +2,7 @@
 
 The attack optimises candidate images x (in the model's normalised input space) so that the signal
 they would produce, the gradient of the client's loss or its unrolled local update, matches the
-captured one (METHODS.md, "The attack"):
+captured one (docs/methods.md, "The attack"):
 
     minimise  D(signal(x), target) + tv * TV(x) [+ bn_prior * R_bn(x)]
 

@@ -1,4 +1,4 @@
-"""Score a reconstructed batch against the true batch (METHODS.md, "Scoring a reconstruction").
+"""Score a reconstructed batch against the true batch (docs/methods.md, "Scoring a reconstruction").
 
 Steps: validate both batches (float (B, C, H, W), finite) and clamp them to [0, 1]; pair each true image
 with one reconstruction by the Hungarian algorithm on the MSE matrix (batch order is not identifiable);

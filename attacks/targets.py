@@ -70,7 +70,7 @@ def matched_signal(
     """What the candidate's signal is compared with.
 
     - gradient (``update is None``): the gradient, divided by the FL factors an informed attacker knows
-      (the client multiplied its gradient by them, METHODS.md "FL");
+      (the client multiplied its gradient by them, docs/methods.md "FL");
     - one local step: ``update = -lr * factors * gradient``, so ``-update / (lr * factors)``; for the
       mean of ``update.clients`` clients' steps that is the gradient of all their images together
       (see :mod:`attacks.unroll`) unless BatchNorm uses batch statistics;

@@ -5,7 +5,7 @@ One row per (combination, capture, batch size B): how many of the B images the a
 ICA), label accuracy and seconds. The captures are real client computations: ``gradient`` is the
 FL-scaled gradient of one batch (``fedsyn.biomod.scale_gradients``), ``update`` is ``w_local -
 w_global`` after one SGD step with FL and WR attached (``fedsyn.biomod.attach``), as
-``fedsyn.federation.training`` computes them. The model is ``build_model("mlp", 10, seed=0)``
+``fedsyn.task.training`` computes them. The model is ``build_model("mlp", 10, seed=0)``
 converted with ``convert(model, BiomodConfig.from_combo(combo), seed=0)``; the attacker is oblivious
 (no FL factors, no mask) and recovers the labels.
 

@@ -1,7 +1,7 @@
 """Cost of running the federation on Flower's simulation engine instead of a plain Python loop.
 
 Both do the same work for ``--clients`` clients x ``--rounds`` rounds: each client's local training
-(``fedsyn.federation.training.client_round``: build + convert the model, load the global arrays,
+(``fedsyn.task.training.client_round``: build + convert the model, load the global arrays,
 local SGD with FL/WR/WS), the FedAvg step, and each client's evaluation of the new global model. The
 simulation is ``fedsyn.federation.simulation.federate`` (Ray actors, message serialisation, the
 capture written to disk); the loop calls the same functions in-process with torch's default threads.
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from fedsyn.federation.cell_model import client_model, plain_model
-from fedsyn.federation.client_data import client_partitions, dataset_spec, eval_shard, load_split
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import parse_config
 from fedsyn.federation.simulation import federate
-from fedsyn.federation.training import LocalHyper, client_round, evaluate
-from fedsyn.sweep.grid import Cell, expand
-from fedsyn.sweep.schema import parse_config
+from fedsyn.task.data import client_partitions, dataset_spec, eval_shard, load_split
+from fedsyn.task.model import client_model, plain_model
+from fedsyn.task.training import LocalHyper, accuracy_and_loss, client_round
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,13 +89,13 @@ def plain_loop(cell: Cell) -> float:
         for pid in range(cell.federation.clients):
             model = client_model(cell, pid, round, test.num_classes, test.in_shape)
             model.load_state_dict(state)
-            evaluate(model, test, eval_shard(cell, test, pid))
+            accuracy_and_loss(model, test, eval_shard(cell, test, pid))
     return time.perf_counter() - started
 
 
 def simulation(cell: Cell) -> tuple[float, list[float]]:
     """Wall seconds of ``federate`` and the seconds of each round as the server measured them."""
-    from fedsyn.federation.capture import Capture
+    from fedsyn.evaluation.capture import Capture
 
     with tempfile.TemporaryDirectory(prefix="fedsyn-bench-") as out:
         started = time.perf_counter()

@@ -7,14 +7,16 @@ import os
 import sys
 from pathlib import Path
 
+from fedsyn.errors import FedsynError
+
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from fedsyn.sweep.grid import expand
+    from fedsyn.experiment.grid import expand
     from fedsyn.sweep.runner import run_sweep
-    from fedsyn.sweep.schema import load_config
+    from fedsyn.experiment.schema import load_config
 
     config = load_config(args.config)
     if args.dry_run:
@@ -28,24 +30,24 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _federate(args: argparse.Namespace) -> int:
+    from fedsyn.experiment.grid import expand
+    from fedsyn.experiment.schema import ConfigError, load_config
     from fedsyn.federation.simulation import federate
-    from fedsyn.sweep.grid import expand
-    from fedsyn.sweep.schema import load_config
 
     cells = expand(load_config(args.config))
     if args.cell is None and len(cells) != 1:
-        raise SystemExit(f"{args.config} expands to {len(cells)} cells; pick one with --cell 0..{len(cells) - 1}")
+        raise ConfigError(f"{args.config} expands to {len(cells)} cells; pick one with --cell 0..{len(cells) - 1}")
     index = args.cell or 0
     if not 0 <= index < len(cells):
-        raise SystemExit(f"--cell {index} is out of range 0..{len(cells) - 1}")
+        raise ConfigError(f"--cell {index} is out of range 0..{len(cells) - 1}")
     capture = federate(cells[index], Path(args.out))
     print(f"capture written to {capture}")
     return 0
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from fedsyn.federation.evaluator import attack_capture
-    from fedsyn.sweep.schema import load_config
+    from fedsyn.evaluation.evaluator import attack_capture
+    from fedsyn.experiment.schema import load_config
 
     attack = load_config(args.config).attack if args.config else None
     rows = attack_capture(Path(args.capture), attack=attack, out=Path(args.out) if args.out else None)
@@ -69,6 +71,9 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fedsyn.experiment.names import REPORT_METRICS
+    from fedsyn.sweep.quickstart import QUICKSTART_DATASETS
+
     parser = argparse.ArgumentParser(prog="fedsyn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -95,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables, plots, image grids and report.html for a results directory")
     p.add_argument("results")
-    p.add_argument("--metric", default="mse_pct", choices=["mse_pct", "psnr", "ssim", "lpips", "mse"])
+    p.add_argument("--metric", default="mse_pct", choices=REPORT_METRICS)
     p.set_defaults(func=_report)
 
     p = sub.add_parser("quickstart", help="small sweep of all 8 FL/WR/WS combinations, then the report")
     p.add_argument("--out", default="results/quickstart")
-    p.add_argument("--dataset", default="photos", choices=["photos", "cifar10", "imagefolder"])
+    p.add_argument("--dataset", default="photos", choices=QUICKSTART_DATASETS)
     p.add_argument("--data-root", default=None, help="dataset folder (CIFAR-10 export or torchvision root)")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_quickstart)
@@ -109,11 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fedsyn.errors import USER_ERRORS
-
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except (FedsynError, FileNotFoundError) as err:
         print(f"fedsyn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,23 +1,13 @@
-"""The error types that mean "bad input from the user": the CLI prints them without a traceback."""
+"""The base class of every error that means "bad input or a broken run the user can fix".
+
+Each package raises its own subclass (``ConfigError``, ``StoreError``, ``CaptureError``,
+``DatasetNotFoundError``, ...) with a message that names what is wrong and how to fix it; the CLI
+prints any ``FedsynError`` as one line, without a traceback, and exits non-zero. Anything else is a
+bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-from fedsyn.data import DatasetNotFoundError
-from fedsyn.data.errors import UnknownDatasetError, UnknownSchemeError
-from fedsyn.defenses.dpsgd import DPIncompatibleModelError
-from fedsyn.federation.capture import CaptureError
-from fedsyn.federation.settings import RunConfigError
-from fedsyn.models import UnknownModelError
-from fedsyn.sweep.schema import ConfigError
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    CaptureError,
-    RunConfigError,
-    DatasetNotFoundError,
-    UnknownDatasetError,
-    UnknownSchemeError,
-    UnknownModelError,
-    DPIncompatibleModelError,
-    FileNotFoundError,
-)
+class FedsynError(Exception):
+    """A user-facing error: its message alone tells the user what to change."""

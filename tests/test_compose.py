@@ -17,8 +17,8 @@ from typing import NamedTuple
 import pytest
 import yaml
 
+from fedsyn.experiment.schema import load_config
 from fedsyn.federation import certs, deployment
-from fedsyn.sweep.schema import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SECURE = "docker-compose.yml"
@@ -51,7 +51,7 @@ def supernodes(services: dict[str, dict]) -> list[str]:
 
 def runner_config(services: dict[str, dict]) -> Path:
     command = services["runner"]["command"]
-    return REPO / command[command.index("fedsyn.federation.runner") + 1]
+    return REPO / command[command.index("fedsyn.sweep.deployed") + 1]
 
 
 class Mount(NamedTuple):

@@ -24,13 +24,14 @@ import yaml
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from fedsyn.evaluation.capture import Capture
+from fedsyn.evaluation.evaluator import ROWS_FILE
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.schema import parse_config
 from fedsyn.federation import certs, deployment
-from fedsyn.federation.capture import Capture
-from fedsyn.federation.evaluator import ROWS_FILE
-from fedsyn.federation.runner import ATTACK_DIR, FEDERATION_DIR
+from fedsyn.sweep.deployed import ATTACK_DIR, FEDERATION_DIR
 from fedsyn.federation.settings import DEFAULTS
-from fedsyn.sweep.grid import expand
-from fedsyn.sweep.schema import parse_config
+from fedsyn.sweep.deployed import ATTACK_DIR, FEDERATION_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 2

@@ -18,11 +18,15 @@ import torch
 import yaml
 from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
+import attacks
+from fedsyn.biomod import fuzzy_factors
 from fedsyn.cli import main
 from fedsyn.defenses import DefenseSet, apply_defenses
-from fedsyn.federation.capture import Capture, CaptureError, CaptureWriter
-from fedsyn.federation.client_data import client_partitions, dataset_spec, load_split
-from fedsyn.federation.evaluator import ROWS_FILE, attack_inputs
+from fedsyn.evaluation.capture import Capture, CaptureError, CaptureWriter
+from fedsyn.evaluation.evaluator import ROWS_FILE
+from fedsyn.evaluation.knowledge import attack_inputs
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import ConfigError, parse_config
 from fedsyn.federation.settings import (
     RunConfigError,
     parse_node_config,
@@ -30,13 +34,11 @@ from fedsyn.federation.settings import (
     run_config,
 )
 from fedsyn.federation.strategy import reply_problem, triage
-from fedsyn.biomod import fuzzy_factors
-from fedsyn.federation.cell_model import client_model, server_model
-from fedsyn.federation.training import LocalHyper, client_round, local_update, round_batches
 from fedsyn.seeding import derive_seed
-from fedsyn.sweep.grid import Cell, expand
 from fedsyn.sweep.pretrain import pretrain_key
-from fedsyn.sweep.schema import ConfigError, parse_config
+from fedsyn.task.data import client_partitions, dataset_spec, load_split
+from fedsyn.task.model import client_model, server_model
+from fedsyn.task.training import LocalHyper, client_round, local_update, round_batches
 
 CLIENTS, ROUNDS, FAULTY = 4, 2, 3
 
@@ -448,8 +450,8 @@ def test_secagg_aggregates_are_reproducible(secure: Capture, tmp_path: Path) -> 
 
 def test_attack_on_the_secagg_aggregate(secure: Capture, tmp_path: Path) -> None:
     """One target per round, the aggregate, against all covered clients' images; rows fit the store."""
-    from fedsyn.federation.evaluator import attack_capture, true_batch
-    from fedsyn.sweep.store import open_store
+    from fedsyn.evaluation.evaluator import attack_capture, true_batch
+    from fedsyn.results.store import open_store
 
     rows = attack_capture(secure.directory, out=tmp_path / "attack")
     assert [(row["partition_id"], row["attacker"]) for row in rows] == [(-1, "oblivious"), (-1, "informed")]
@@ -471,3 +473,26 @@ def test_attack_on_the_secagg_aggregate(secure: Capture, tmp_path: Path) -> None
         (-1, [0, 1, 2]),
         (-1, [0, 1, 2]),
     ]
+
+
+def test_every_attack_method_gives_its_own_row(run: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack.methods runs each registered method on each (round, client, attacker); one that does not
+    apply gives a 'not applicable' row with its reason and no numbers."""
+    from fedsyn.evaluation.evaluator import attack_capture
+
+    def never(inputs: attacks.AttackInputs) -> attacks.Reconstruction:
+        raise attacks.NotApplicable(f"no fully connected input layer in a model of {len(inputs.target)} tensors")
+
+    monkeypatch.setitem(attacks.METHODS, "never-applies", never)
+    config = experiment({"name": "photos"})
+    config["attack"]["methods"] = ["inverting-gradients", "never-applies"]
+    spec = parse_config(config).attack
+    rows = attack_capture(run.directory, attack=spec, out=tmp_path)
+    assert [(r["partition_id"], r["method"]) for r in rows] == [
+        (p, m) for p in (0, FAULTY) for m in ("inverting-gradients", "never-applies")
+    ]
+    ok, skipped = rows[0], rows[1]
+    assert ok["status"] == "ok" and math.isfinite(ok["mse_pct"]) and ok["image_path"].endswith("_inverting-gradients.png")
+    assert skipped["status"] == "not applicable" and "fully connected" in skipped["error"]
+    assert all(skipped[name] is None for name in ("mse", "psnr", "ssim", "mse_pct", "label_acc", "image_path"))
+    assert [r["status"] for r in rows[2:]] == ["rejected", "rejected"]

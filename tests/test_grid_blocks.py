@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsyn.sweep.grid import expand
-from fedsyn.sweep.schema import ConfigError, load_config, parse_config
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.schema import ConfigError, load_config, parse_config
 
 BASE = {
     "models": ["mlp"],

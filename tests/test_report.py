@@ -1,6 +1,6 @@
 """The report: tables with the right numbers (read back from the CSV), plots, grids and a self-contained HTML.
 
-The store is filled through its own API with rows shaped as CONTRACTS.md "Result rows" and real PNG files,
+The store is filled through its own API with rows shaped as docs/results.md defines them and real PNG files,
 so these tests do not need to run a federation.
 """
 
@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.names import COMBOS
+from fedsyn.experiment.schema import parse_config
 from fedsyn.report import build_report
 from fedsyn.report.tables import paper_tables
-from fedsyn.sweep.grid import expand
-from fedsyn.sweep.schema import COMBOS, parse_config
-from fedsyn.sweep.store import RESULT_FIELDS, open_store
+from fedsyn.results.fields import RESULT_FIELDS
+from fedsyn.results.store import open_store
 
 CONFIG = {
     "name": "report-test",
@@ -48,6 +50,7 @@ def make_row(results: Path, cell, cell_index: int, partition_id: int, attacker: 
         round=1,
         partition_id=partition_id,
         attacker=attacker,
+        method="inverting-gradients",
         status="ok",
         labels="known",
         mse=mse_pct / 1000,
@@ -188,9 +191,36 @@ def test_cells_of_an_earlier_config_are_left_out(tmp_path, capsys):
             for index, cell in enumerate(cells):
                 rows = [make_row(tmp_path, cell, offset + index, 0, "oblivious")]
                 store.commit_cell(cell, rows, rounds=[{"round": 1, "accuracy": 0.5, "loss": 2.0}], seconds=1.0)
-        store.set_meta("config", parse_config(changed).model_dump_json())
+        experiment = parse_config(changed)
+        store.set_experiment(experiment.name, [cell.key for cell in new], experiment.model_dump_json())
     build_report(tmp_path)
     assert f"left out {len(old)} cell(s)" in capsys.readouterr().out
     points = read_csv(tmp_path / "report" / "privacy_utility.csv")
     assert {p["cell_key"] for p in points} == {c.key for c in new}
     assert sorted(float(p["mean"]) for p in points) == [score(100 + i, 0, "oblivious") for i in range(len(new))]
+
+
+def test_attack_methods_are_reported_apart(tmp_path):
+    """Two methods on the same updates give two tables and two utility points, never one pooled mean;
+    a method that did not apply adds no number."""
+    cell = expand(parse_config({**CONFIG, "models": ["lenet"], "trained": [0]}))[0]
+    rows = []
+    for method, offset in (("inverting-gradients", 0.0), ("other-method", 50.0)):
+        for partition_id in (0, 1):
+            row = make_row(tmp_path, cell, 0, partition_id, "oblivious")
+            rows.append({**row, "method": method, "mse_pct": row["mse_pct"] + offset})
+    skipped = {name: None for name in RESULT_FIELDS}
+    skipped.update(round=1, partition_id=0, attacker="oblivious", method="third-method", labels="known",
+                   status="not applicable", error="the model has no fully connected input layer")
+    with open_store(tmp_path) as store:
+        store.commit_cell(cell, [*rows, skipped], rounds=[{"round": 1, "accuracy": 0.5, "loss": 2.0}])
+        stored = store.results()
+    tables = paper_tables(stored, "mse_pct")
+    by_method = {t.method: t.get(cell.combo, (cell.model.label, 0)) for t in tables}
+    assert by_method["inverting-gradients"].mean == pytest.approx(statistics.mean(score(0, p, "oblivious") for p in (0, 1)))
+    assert by_method["other-method"].mean == pytest.approx(by_method["inverting-gradients"].mean + 50.0)
+    assert by_method["third-method"].mean is None and by_method["third-method"].n == 0
+    build_report(tmp_path)
+    points = read_csv(tmp_path / "report" / "privacy_utility.csv")
+    assert sorted(p["method"] for p in points) == ["inverting-gradients", "other-method", "third-method"]
+    assert "method: other-method" in (tmp_path / "report" / "table_mse_pct.md").read_text()

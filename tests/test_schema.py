@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from fedsyn.cli import main
-from fedsyn.sweep.grid import expand
-from fedsyn.sweep.schema import COMBOS, ConfigError, load_config, parse_config
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.names import COMBOS
+from fedsyn.experiment.schema import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,12 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
-from fedsyn.sweep.grid import expand
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.schema import parse_config
+from fedsyn.results.fields import RESULT_FIELDS
+from fedsyn.results.store import StoreError, open_store
 from fedsyn.sweep.progress import Progress
 from fedsyn.sweep.runner import SweepLockedError, cell_environment, run_sweep, sweep_lock, threads_per_worker
-from fedsyn.sweep.schema import parse_config
-from fedsyn.sweep.store import RESULT_FIELDS, StoreError, open_store
 
 TINY = {
     "name": "tiny-sweep",
@@ -218,7 +219,15 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
 
 def valid_row(partition_id: int) -> dict:
     row = {name: None for name in RESULT_FIELDS}
-    row.update(round=1, partition_id=partition_id, attacker="oblivious", status="ok", labels="known", mse_pct=float("nan"))
+    row.update(
+        round=1,
+        partition_id=partition_id,
+        attacker="oblivious",
+        method="inverting-gradients",
+        status="ok",
+        labels="known",
+        mse_pct=float("nan"),
+    )
     return row
 
 

@@ -1,5 +1,5 @@
 """Synaptic diversity for any torch model: fuzzy learning rates (FL), weight rejuvenation (WR),
-weight splitting (WS) and GRAPES error modulation (METHODS.md).
+weight splitting (WS) and GRAPES error modulation (docs/methods.md).
 
     model = convert(torch_model, BiomodConfig(fl=True, wr=True, ws=True), seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

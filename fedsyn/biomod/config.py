@@ -18,7 +18,7 @@ _COMBO_TOKENS: tuple[str, ...] = (*METHODS, "grapes")
 
 
 class BiomodConfig(BaseModel):
-    """Which modifiers a converted model uses, and their hyperparameters (METHODS.md).
+    """Which modifiers a converted model uses, and their hyperparameters (docs/methods.md).
 
     Defaults are the paper's "default hyperparameter" values: ``tau=0.09``, ``d_re=14``, ``gamma=2``,
     rejuvenation after every optimizer step. ``fl_scope`` records who can know the FL factors:

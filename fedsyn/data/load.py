@@ -1,9 +1,14 @@
-"""``load_dataset``: one entry point for every dataset source."""
+"""``load_dataset``: one entry point for every dataset source, and ``SOURCES``, the registry of them.
+
+Adding a dataset is one module with its reader (returning a ``RawSplit``) plus one line in ``SOURCES``;
+the experiment schema and the CLI take the names from here (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -17,14 +22,42 @@ from .photos import load_photos_split
 from .stats import channel_stats
 
 SPLITS: tuple[str, ...] = ("train", "test")
-_DOWNLOADABLE = ("cifar10", "cifar100")
-_SOURCES: dict[str, Callable[..., RawSplit]] = {
-    "cifar10": load_cifar_split,
-    "cifar100": load_cifar_split,
-    "imagefolder": load_imagefolder_split,
-    "photos": load_photos_split,
+
+
+def keyword_options(reader: Callable[..., RawSplit]) -> tuple[str, ...]:
+    """The keyword-only parameters of ``reader``: the options a dataset accepts."""
+    parameters = inspect.signature(reader).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """How to read one dataset: ``read(root, split, download, options)`` and what the source allows."""
+
+    read: Callable[[Any, str, bool, dict[str, Any]], RawSplit]
+    options: tuple[str, ...] = ()
+    downloadable: bool = False
+    takes_root: bool = True
+
+
+SOURCES: dict[str, DatasetSource] = {
+    "cifar10": DatasetSource(
+        lambda root, split, download, _: load_cifar_split("cifar10", root, split, download), downloadable=True
+    ),
+    "cifar100": DatasetSource(
+        lambda root, split, download, _: load_cifar_split("cifar100", root, split, download), downloadable=True
+    ),
+    "imagefolder": DatasetSource(
+        lambda root, split, _, options: load_imagefolder_split(root, split, **options),
+        keyword_options(load_imagefolder_split),
+    ),
+    "photos": DatasetSource(
+        lambda _, split, __, options: load_photos_split(split, **options),
+        keyword_options(load_photos_split),
+        takes_root=False,
+    ),
 }
-DATASET_NAMES: tuple[str, ...] = tuple(_SOURCES)
+DATASET_NAMES: tuple[str, ...] = tuple(SOURCES)
 
 
 def load_dataset(
@@ -47,23 +80,24 @@ def load_dataset(
     Raises :class:`DatasetNotFoundError` when the data is not on disk, :class:`UnknownDatasetError` for
     an unknown name and ``ValueError`` for a bad split or option.
     """
-    if name not in _SOURCES:
+    if name not in SOURCES:
         raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if download and name not in _DOWNLOADABLE:
-        raise ValueError(f"dataset {name!r} cannot be downloaded; download=True is only for {', '.join(_DOWNLOADABLE)}")
-    if name == "photos" and root is not None:
-        raise ValueError("dataset 'photos' ships with scikit-image and takes no root")
-    allowed = _option_names(_SOURCES[name])
-    unknown = sorted(set(options) - set(allowed))
+    source = SOURCES[name]
+    if download and not source.downloadable:
+        downloadable = [known for known, other in SOURCES.items() if other.downloadable]
+        raise ValueError(f"dataset {name!r} cannot be downloaded; download=True is only for {', '.join(downloadable)}")
+    if not source.takes_root and root is not None:
+        raise ValueError(f"dataset {name!r} ships with its package and takes no root")
+    unknown = sorted(set(options) - set(source.options))
     if unknown:
         raise ValueError(
             f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options: {', '.join(allowed) or 'none'}"
+            f"its options: {', '.join(source.options) or 'none'}"
         )
-    raw = _read(name, root, split, download, options)
-    train = raw if split == "train" else _read(name, root, "train", download, options)
+    raw = source.read(root, split, download, options)
+    train = raw if split == "train" else source.read(root, "train", download, options)
     mean, std = train.stats or channel_stats(train.images)
     images = raw.images if raw.images.flags.writeable else np.array(raw.images)
     return ImageDataset(
@@ -75,16 +109,3 @@ def load_dataset(
         mean=mean,
         std=std,
     )
-
-
-def _read(name: str, root: Any, split: str, download: bool, options: dict[str, Any]) -> RawSplit:
-    if name in _DOWNLOADABLE:
-        return load_cifar_split(name, root, split, download)
-    if name == "imagefolder":
-        return load_imagefolder_split(root, split, **options)
-    return load_photos_split(split, **options)
-
-
-def _option_names(source: Callable[..., RawSplit]) -> tuple[str, ...]:
-    parameters = inspect.signature(source).parameters.values()
-    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)

@@ -7,15 +7,20 @@
 DP-SGD acts inside local training (``fedsyn.defenses.dpsgd``, imports Opacus), SecAgg+ in the
 transport (``fedsyn.defenses.secagg``, imports Flower); the informed attacker's knowledge is in
 ``fedsyn.defenses.knowledge``. Import those modules directly: this package stays light because
-every config load imports it.
+every config load imports it. ``fedsyn.defenses.registry`` lists every defense (adding one is a module
+plus a line there).
 """
 
 from .accounting import analytic_gaussian_epsilon, dpsgd_epsilon, local_dp_epsilon, rdp_epsilon
 from .apply import DefendedUpdate, apply_defenses
-from .config import DEFENSE_TYPES, DPSGD, ClipNoise, DefenseConfig, DefenseSet, Prune, Quantize, SecAgg
+from .config import DPSGD, ClipNoise, Prune, Quantize, SecAgg
+from .defense_set import DefenseSet
+from .registry import DEFENSE_TYPES, DEFENSES, Defense, DefenseConfig
 
 __all__ = [
+    "DEFENSES",
     "DEFENSE_TYPES",
+    "Defense",
     "DPSGD",
     "ClipNoise",
     "DefendedUpdate",

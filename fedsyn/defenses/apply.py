@@ -8,13 +8,8 @@ import torch
 
 from fedsyn.seeding import derive_seed
 
-from .accounting import local_dp_epsilon
-from .config import ClipNoise, DefenseSet, Prune, Quantize
-from .transforms import clip_and_noise, prune, quantize
-
-TRAINING_OR_TRANSPORT: tuple[str, ...] = ("dpsgd", "secagg")
-"""Defense types that are not update transforms: DP-SGD acts in local training (``fedsyn.defenses.dpsgd``),
-SecAgg+ in the transport (``fedsyn.defenses.secagg``); ``apply_defenses`` passes over them."""
+from .defense_set import DefenseSet
+from .registry import DEFENSES
 
 
 @dataclass(frozen=True)
@@ -41,6 +36,8 @@ def _check_update(update: list[torch.Tensor]) -> None:
 
 def apply_defenses(defense_set: DefenseSet, update: list[torch.Tensor], *, seed: int) -> DefendedUpdate:
     """Transform ``update`` by every update defense of ``defense_set``, in order; inputs are not modified.
+    Training and transport defenses (DP-SGD in ``fedsyn.defenses.dpsgd``, SecAgg+ in
+    ``fedsyn.defenses.secagg``) are passed over: they act elsewhere.
 
     ``seed`` (the cell's ``derive_seed(cell.seed, "defense", partition_id, round)``) seeds each
     step's own generator, ``derive_seed(seed, step.type)``, so adding a step never shifts another
@@ -50,18 +47,10 @@ def apply_defenses(defense_set: DefenseSet, update: list[torch.Tensor], *, seed:
     tensors = [t.detach() for t in update]
     metrics: dict[str, float] = {}
     for step in defense_set.steps:
-        if step.type in TRAINING_OR_TRANSPORT:
+        transform = DEFENSES[step.type].transform
+        if transform is None:
             continue
         generator = torch.Generator().manual_seed(derive_seed(seed, step.type))
-        if isinstance(step, ClipNoise):
-            tensors, found = clip_and_noise(tensors, step, generator)
-            found["epsilon"] = local_dp_epsilon(step.noise_multiplier, step.delta, adjacency=step.adjacency)
-            found["delta"] = step.delta
-        elif isinstance(step, Prune):
-            tensors, found = prune(tensors, step)
-        elif isinstance(step, Quantize):
-            tensors, found = quantize(tensors, step, generator)
-        else:
-            raise TypeError(f"no update transform for defense type {step.type!r}")
+        tensors, found = transform(tensors, step, generator)
         metrics.update({f"{step.type}.{key}": value for key, value in found.items()})
     return DefendedUpdate(tensors=tensors, metrics=metrics)

@@ -1,8 +1,9 @@
-"""Configuration of the client-side defenses (one model per defense, selected by ``type``)."""
+"""Configuration of the built-in client-side defenses, one model per defense, selected by ``type``
+(``fedsyn.defenses.registry`` lists every defense with its config class)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar, Union
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -108,36 +109,3 @@ class SecAgg(StrictModel):
             raise ValueError(
                 f"secagg: num_shares ({self.num_shares}) needs at least as many clients per round, the federation has {clients}"
             )
-
-
-DefenseConfig = Annotated[Union[ClipNoise, DPSGD, Prune, Quantize, SecAgg], Field(discriminator="type")]
-DEFENSE_TYPES: tuple[str, ...] = ("clip_noise", "dpsgd", "prune", "quantize", "secagg")
-Step = TypeVar("Step", ClipNoise, DPSGD, Prune, Quantize, SecAgg)
-
-
-class DefenseSet(StrictModel):
-    """The defenses one cell applies, in order, to every client update. Empty means no defense.
-
-    Each type appears at most once. ``dpsgd`` acts during local training, so it must come first;
-    ``secagg`` is the transport of the finished update, so it must come last. The steps in between
-    transform the update in the order given.
-    """
-
-    name: str = "none"
-    steps: tuple[DefenseConfig, ...] = ()
-
-    @model_validator(mode="after")
-    def _well_ordered(self) -> "DefenseSet":
-        types = [step.type for step in self.steps]
-        repeated = sorted({t for t in types if types.count(t) > 1})
-        if repeated:
-            raise ValueError(f"defense set {self.name!r}: each defense type may appear once, repeated: {repeated}")
-        if "dpsgd" in types and types[0] != "dpsgd":
-            raise ValueError(f"defense set {self.name!r}: 'dpsgd' acts during training and must be the first step")
-        if "secagg" in types and types[-1] != "secagg":
-            raise ValueError(f"defense set {self.name!r}: 'secagg' sends the finished update and must be the last step")
-        return self
-
-    def find(self, kind: type[Step]) -> Step | None:
-        """The step of the given class (e.g. ``DPSGD``), or None when the set has none."""
-        return next((step for step in self.steps if isinstance(step, kind)), None)

@@ -26,8 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedsyn.errors import FedsynError
+
 from .accounting import dpsgd_epsilon
-from .config import DPSGD, DefenseSet
+from .config import DPSGD
+from .defense_set import DefenseSet
 
 if TYPE_CHECKING:
     from opacus.optimizers import DPOptimizer
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class DPIncompatibleModelError(ValueError):
+class DPIncompatibleModelError(FedsynError, ValueError):
     """A model that Opacus cannot compute per-sample gradients for (e.g. it still has BatchNorm)."""
 
 

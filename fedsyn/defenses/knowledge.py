@@ -3,7 +3,7 @@
 The threat model grants the informed attacker the public configuration of the cell: the architecture,
 which layers rejuvenate and with which ``d_re``, the clients' local hyperparameters and the defense
 set. It does not grant the clients' private random streams (WR draws, DP noise). The shared FL
-factors are derived by the evaluator (``fedsyn.federation.evaluator.shared_factors``).
+factors are derived by the evaluator (``fedsyn.evaluation.knowledge.shared_factors``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from attacks.informed import combine_masks, rejuvenation_mask, support_mask
 from fedsyn.biomod import BiomodConfig, converted_layers
 from fedsyn.biomod.rejuvenation import init_bound
 
-from .config import DefenseSet, Prune
+from .config import Prune
+from .defense_set import DefenseSet
 
 
 def rejuvenation_bounds(converted: nn.Module) -> dict[str, float]:

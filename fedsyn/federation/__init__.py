@@ -1,8 +1,9 @@
-"""The federation: Flower ClientApp and ServerApp, the capturing strategy, the client's local training,
-the capture format, the in-process simulation and the attack evaluator.
+"""Flower glue: the ClientApp and ServerApp, the capturing strategies (plain and SecAgg+), the protocol
+both sides share (``protocol``), the run config (``settings``), the in-process simulation and the
+deployment's command lines.
 
-Entry points: ``fedsyn.federation.simulation.federate(cell, out_dir)`` (simulation engine),
-``fedsyn.federation.evaluator.attack_capture(capture_dir)`` (attack and score), and for ``flwr run``
-the components ``fedsyn.federation.server_app:app`` / ``fedsyn.federation.client_app:app``.
-Submodules are imported on demand: Flower and Ray are heavy.
+Entry points: ``fedsyn.federation.simulation.federate(cell, out_dir)`` (simulation engine), and for
+``flwr run`` the components ``fedsyn.federation.server_app:app`` / ``fedsyn.federation.client_app:app``.
+The client's work itself is Flower-free (``fedsyn.task``), and so is attacking a capture
+(``fedsyn.evaluation``). Submodules are imported on demand: Flower and Ray are heavy.
 """

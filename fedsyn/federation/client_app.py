@@ -29,17 +29,22 @@ from flwr.clientapp import ClientApp
 from fedsyn.defenses.secagg import secagg_route
 from fedsyn.seeding import derive_seed
 
-from . import legacy
-from .cell_model import client_model, expected_arrays, plain_model
-from .client_data import client_partitions, dataset_spec, eval_shard, load_split
-from .settings import NodeSettings, RunSettings, parse_node_config, parse_run_config
-from .training import LocalHyper, LocalResult, client_round, evaluate
+from fedsyn.task.data import client_partitions, dataset_spec, eval_shard, load_split
+from fedsyn.task.model import client_model, plain_model
+from fedsyn.task.training import LocalHyper, LocalResult, accuracy_and_loss, client_round
 
-ARRAYS = "arrays"
-CONFIG = "config"
-METRICS = "metrics"
-DEFENSE = "defense."
-"""Prefix of the reply metrics that the client's defenses report."""
+from . import legacy
+from .protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    evaluate_metrics,
+    expected_arrays,
+    hyper_from_config,
+    reply_metrics,
+    server_round,
+)
+from .settings import NodeSettings, RunSettings, parse_node_config, parse_run_config
 
 
 def _settings(context: Context, bound: Mapping[str, Any]) -> tuple[RunSettings, NodeSettings]:
@@ -47,16 +52,6 @@ def _settings(context: Context, bound: Mapping[str, Any]) -> tuple[RunSettings, 
     node = parse_node_config(context.node_config, settings.cell.federation.clients)
     torch.set_num_threads(settings.client_threads)
     return settings, node
-
-
-def hyper_from_config(config: Mapping[str, Any]) -> LocalHyper:
-    """The local hyperparameters of a train message's config (``server_round.train_config`` writes them)."""
-    return LocalHyper(
-        steps=int(config["local-steps"]),
-        lr=float(config["lr"]),
-        batch_size=int(config["batch-size"]),
-        capture=str(config["capture"]),
-    )
 
 
 def _faulty(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,29 +79,13 @@ def _local_round(
     return result
 
 
-def _reply_metrics(
-    result: LocalResult, hyper: LocalHyper, node: NodeSettings, num_examples: int
-) -> dict[str, float | int]:
-    """What a client reports with its arrays (the server's capture index records it)."""
-    return {
-        "num-examples": num_examples,
-        "partition-id": node.partition_id,
-        "loss": result.loss,
-        "rejuvenated": result.rejuvenated,
-        "local-steps": hyper.steps,
-        "lr": hyper.lr,
-        "batch-size": hyper.batch_size,
-        **{f"{DEFENSE}{name}": float(value) for name, value in result.defense_metrics.items()},
-    }
-
-
 def train_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
     """The reply to a Message-API train message: named arrays, weighted by the partition size."""
     config = message.content[CONFIG]
     hyper = hyper_from_config(config)
     global_state = message.content[ARRAYS].to_torch_state_dict()
-    result = _local_round(settings, node, global_state, int(config["server-round"]), hyper)
-    metrics = MetricRecord(_reply_metrics(result, hyper, node, result.num_examples))
+    result = _local_round(settings, node, global_state, server_round(config), hyper)
+    metrics = MetricRecord(reply_metrics(result, hyper, node.partition_id, result.num_examples))
     return Message(RecordDict({ARRAYS: ArrayRecord(result.arrays), METRICS: metrics}), reply_to=message)
 
 
@@ -125,7 +104,7 @@ def secure_train_reply(message: Message, settings: RunSettings, node: NodeSettin
     """
     cell = settings.cell
     parameters, config = legacy.fit_instruction(message)
-    round = int(config["server-round"])
+    round = server_round(config)
     hyper = hyper_from_config(config)
     train = load_split(dataset_spec(cell, node.data_root), "train")
     model = plain_model(cell, train.num_classes, train.in_shape)
@@ -135,20 +114,20 @@ def secure_train_reply(message: Message, settings: RunSettings, node: NodeSettin
     reply = legacy.unnamed(
         {name: tensor.numpy() for name, tensor in result.arrays.items()}, list(expected_arrays(model, hyper.capture))
     )
-    metrics = _reply_metrics(result, hyper, node, hyper.images)
+    metrics = reply_metrics(result, hyper, node.partition_id, hyper.images)
     np.random.seed(derive_seed(cell.seed, "secagg", node.partition_id, round) % 2**32)
     return legacy.fit_reply(message, reply, hyper.images, metrics)
 
 
 def evaluate_reply(message: Message, settings: RunSettings, node: NodeSettings) -> Message:
     cell = settings.cell
-    round = int(message.content[CONFIG]["server-round"])
+    round = server_round(message.content[CONFIG])
     test = load_split(dataset_spec(cell, node.data_root), "test")
     model = client_model(cell, node.partition_id, round, test.num_classes, test.in_shape)
     model.load_state_dict(message.content[ARRAYS].to_torch_state_dict(), strict=True)
     indices = eval_shard(cell, test, node.partition_id)
-    accuracy, loss = evaluate(model, test, indices)
-    metrics = MetricRecord({"accuracy": accuracy, "loss": loss, "num-examples": len(indices)})
+    accuracy, loss = accuracy_and_loss(model, test, indices)
+    metrics = MetricRecord(evaluate_metrics(accuracy, loss, len(indices)))
     return Message(RecordDict({METRICS: metrics}), reply_to=message)
 
 

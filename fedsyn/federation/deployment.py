@@ -145,10 +145,10 @@ def runner_command(
     insecure: bool = False,
     python: str = "python",
 ) -> list[str]:
-    """The one-shot runner (``fedsyn.federation.runner``): ``flwr run``, then attack, store and report."""
+    """The one-shot runner (``fedsyn.sweep.deployed``): ``flwr run``, then attack, store and report."""
     folder = _security(certs, insecure)
     security = [INSECURE_FLAG] if folder is None else ["--root-certificates", str(folder / credentials.CA_CERT)]
-    command = [python, "-m", "fedsyn.federation.runner", str(config), "--superlink", superlink]
+    command = [python, "-m", "fedsyn.sweep.deployed", str(config), "--superlink", superlink]
     return [*command, "--results", str(results), *security]
 
 

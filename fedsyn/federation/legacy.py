@@ -3,7 +3,7 @@
 A legacy train instruction holds ``fitins.parameters`` (the arrays as an unnamed list,
 ``flwr.common.Parameters``) and ``fitins.config``; its reply ``fitres.parameters``,
 ``fitres.num_examples``, ``fitres.metrics`` and a status (``flwr.compat.common.recorddict_compat``).
-fedsyn puts every list in the order of the names the protocol expects (``cell_model.expected_arrays``:
+fedsyn puts every list in the order of the names the protocol expects (``protocol.expected_arrays``:
 ``state_dict`` order, parameter order for a ``gradient`` reply), and both sides build those names and
 shapes from the cell's model, so they agree without the names crossing the protocol.
 

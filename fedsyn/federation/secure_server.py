@@ -4,7 +4,7 @@ legacy FedAvg.
 Flower 1.41 has SecAgg+ only for its legacy server API (``fedsyn.defenses.secagg``), so such a cell runs
 ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow, evaluate_workflow=ClientEvaluation)`` over a
 ``LegacyContext`` whose strategy is ``AggregateCapturingFedAvg``. Per round the strategy records what a
-SecAgg+ server sees (``fedsyn.federation.capture``): the global arrays it sent, one ``masked`` index
+SecAgg+ server sees (``fedsyn.evaluation.capture``): the global arrays it sent, one ``masked`` index
 entry per client (its metrics travel in the clear) and the aggregate, the clients' mean update, with the
 partitions it covers. No client's own arrays ever reach the server, so none are captured. The global
 model then steps from the mean as in the plain path (``server_round.next_global``). A mean with wrong
@@ -33,17 +33,17 @@ from flwr.serverapp import Grid
 from fedsyn.defenses import SecAgg
 from fedsyn.defenses.secagg import secagg_workflow
 
+from fedsyn.evaluation.capture import AGGREGATE_ID
+from fedsyn.task.training import LocalHyper
+
 from . import legacy
-from .capture import AGGREGATE_ID
-from .server_round import RoundBook, arrays_problem, index_entry, next_global, train_config, training_summary
+from .protocol import NUM_EXAMPLES, PARTITION_ID, SECURE_METRICS, SERVER_ROUND, WEIGHT, train_config
+from .server_round import RoundBook, arrays_problem, index_entry, next_global, training_summary
 from .settings import RunSettings
 from .strategy import EvaluatingFedAvg
-from .training import LocalHyper
 
 AGGREGATE_NODE_ID = 0
 """The ``node_id`` of an aggregate's index entry: no single node sent it."""
-CLIENT_METRICS = ("partition-id", "num-examples", "loss", "rejuvenated")
-"""What every client's fit metrics must hold for the aggregate to be attributed and summarised."""
 
 
 class AggregateCapturingFedAvg(LegacyFedAvg):
@@ -78,7 +78,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         )
 
     def _fit_config(self, server_round: int) -> dict[str, Scalar]:
-        return {**train_config(self.hyper), "server-round": server_round}
+        return {**train_config(self.hyper), SERVER_ROUND: server_round}
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -109,7 +109,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             return None, {}
         metrics = [fit.metrics for _, fit in results]
         mean, problem = self._mean(results[0][1].parameters, metrics)
-        summary = {} if problem else training_summary(metrics, "num-examples")
+        summary = {} if problem else training_summary(metrics, WEIGHT)
         self._record_aggregate(server_round, results, mean, summary, problem)
         if problem is not None:
             self.book.trained(accepted=0, rejections=[*rejections, f"aggregate: {problem}"], train_loss=None)
@@ -125,7 +125,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             mean = legacy.named_arrays(parameters, self.expected)
         except ValueError as err:
             return {}, f"the aggregate does not fit the protocol: {err}"
-        lacking = sorted({key for m in metrics for key in CLIENT_METRICS if key not in m})
+        lacking = sorted({key for m in metrics for key in SECURE_METRICS if key not in m})
         if lacking:
             return mean, f"client metrics lack {lacking}: the aggregate cannot be attributed"
         return mean, arrays_problem(mean, self.expected)
@@ -142,8 +142,8 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         aggregate = {
             **train_config(self.hyper),
             **summary,
-            "partition-id": AGGREGATE_ID,
-            "num-examples": sum(fit.num_examples for _, fit in results),
+            PARTITION_ID: AGGREGATE_ID,
+            NUM_EXAMPLES: sum(fit.num_examples for _, fit in results),
         }
         entry = index_entry(
             self.book.capture,
@@ -154,7 +154,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             status="ok" if problem is None else "rejected",
             reason=problem,
             shapes={name: a.shape for name, a in mean.items()},
-            covers=sorted(int(fit.metrics["partition-id"]) for _, fit in results if "partition-id" in fit.metrics),
+            covers=sorted(int(fit.metrics[PARTITION_ID]) for _, fit in results if PARTITION_ID in fit.metrics),
         )
         tensors = {name: torch.from_numpy(a.copy()) for name, a in mean.items()}
         self.book.capture.save_reply(entry, tensors or None)

@@ -21,14 +21,16 @@ from torch import nn
 
 from fedsyn.defenses import SecAgg
 
-from .capture import CaptureWriter
-from .cell_model import expected_arrays, plain_model
-from .client_data import dataset_spec, load_split
+from fedsyn.evaluation.capture import CaptureWriter
+from fedsyn.task.data import dataset_spec, load_split
+from fedsyn.task.model import plain_model
+from fedsyn.task.training import LocalHyper
+
+from .protocol import expected_arrays
 from .secure_server import run_secure_federation
 from .server_round import RoundBook
 from .settings import RunSettings, parse_run_config
 from .strategy import CapturingFedAvg
-from .training import LocalHyper
 
 
 def initial_model(settings: RunSettings) -> nn.Module:

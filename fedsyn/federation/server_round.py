@@ -2,7 +2,7 @@
 
 Both server paths share this: the plain one (``fedsyn.federation.strategy.CapturingFedAvg``, every
 client's reply in the clear) and the SecAgg+ one (``fedsyn.federation.secure_server``, only the
-clients' mean). Per round the server sends the same local hyperparameters (``train_config``), records
+clients' mean). Per round the server sends the same local hyperparameters (``protocol.train_config``), records
 the global arrays and the round's outcome (``RoundBook``), checks arrays against the protocol
 (``arrays_problem``), indexes what it heard (``index_entry``) and steps the global model from the mean
 reply (``next_global``):
@@ -22,15 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import CaptureWriter, IndexEntry
-from .client_app import DEFENSE
-from .training import LocalHyper
+from fedsyn.evaluation.capture import CaptureWriter, IndexEntry
+from fedsyn.task.training import LocalHyper
 
-
-def train_config(hyper: LocalHyper) -> dict[str, int | float | str]:
-    """The local hyperparameters a train instruction carries (the client reads them back with
-    ``fedsyn.federation.client_app.hyper_from_config``)."""
-    return {"local-steps": hyper.steps, "lr": hyper.lr, "batch-size": hyper.batch_size, "capture": hyper.capture}
+from .protocol import (
+    ACCURACY,
+    BATCH_SIZE,
+    LOCAL_STEPS,
+    LOSS,
+    LR,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    REJUVENATED,
+    defense_metrics,
+)
 
 
 def arrays_problem(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -52,10 +57,10 @@ def arrays_problem(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tupl
 def training_summary(metrics: Sequence[Mapping[str, Any]], weight_key: str) -> dict[str, float | int]:
     """Sample-weighted mean loss and total rejuvenated weights of a round's aggregated replies."""
     weights = np.array([float(m[weight_key]) for m in metrics])
-    losses = np.array([float(m["loss"]) for m in metrics])
+    losses = np.array([float(m[LOSS]) for m in metrics])
     return {
-        "loss": float((weights * losses).sum() / weights.sum()),
-        "rejuvenated": int(sum(int(m["rejuvenated"]) for m in metrics)),
+        LOSS: float((weights * losses).sum() / weights.sum()),
+        REJUVENATED: int(sum(int(m[REJUVENATED]) for m in metrics)),
     }
 
 
@@ -89,7 +94,7 @@ def index_entry(
 ) -> IndexEntry:
     """The index line of what the server heard from one node (or of a secure aggregate), built from the
     reply's metrics: missing metrics become nulls, ``defense.*`` metrics the ``defense`` field."""
-    partition = metrics.get("partition-id")
+    partition = metrics.get(PARTITION_ID)
 
     def number(key: str, kind: type) -> Any:
         return kind(metrics[key]) if key in metrics else None
@@ -102,15 +107,15 @@ def index_entry(
         reason=reason,
         file=None,
         capture=hyper.capture,
-        steps=number("local-steps", int),
-        lr=number("lr", float),
-        batch_size=number("batch-size", int),
-        num_examples=number("num-examples", int),
-        loss=number("loss", float),
-        rejuvenated=number("rejuvenated", int),
+        steps=number(LOCAL_STEPS, int),
+        lr=number(LR, float),
+        batch_size=number(BATCH_SIZE, int),
+        num_examples=number(NUM_EXAMPLES, int),
+        loss=number(LOSS, float),
+        rejuvenated=number(REJUVENATED, int),
         config_hash=capture.cell.key,
         shapes={name: list(shape) for name, shape in (shapes or {}).items()},
-        defense={key[len(DEFENSE) :]: float(v) for key, v in metrics.items() if key.startswith(DEFENSE)},
+        defense=defense_metrics(metrics),
         covers=list(covers),
     )
 
@@ -142,8 +147,8 @@ class RoundBook:
     def evaluated(self, metrics: Mapping[str, Any] | None) -> None:
         """The round's test accuracy and loss (None: no client evaluated); closes the round's line."""
         self._round.update(
-            accuracy=None if metrics is None else float(metrics["accuracy"]),
-            loss=None if metrics is None else float(metrics["loss"]),
+            accuracy=None if metrics is None else float(metrics[ACCURACY]),
+            loss=None if metrics is None else float(metrics[LOSS]),
             seconds=time.monotonic() - self._round_started,
         )
         self.capture.add_round(dict(self._round))

@@ -9,7 +9,7 @@ simulation runs apps without a run config.
 Run config keys (Flower keys are kebab-case):
 
 ``cell``
-    The sweep cell (``fedsyn.sweep.grid.Cell``) as JSON: model, dataset, FL/WR/WS, federation, defense.
+    The sweep cell (``fedsyn.experiment.grid.Cell``) as JSON: model, dataset, FL/WR/WS, federation, defense.
 ``config-file`` / ``cell-index``
     Alternative to ``cell``: an experiment YAML and the index of one of its cells (``fedsyn sweep
     --dry-run`` lists them). Used only when ``cell`` is empty.
@@ -36,8 +36,9 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from fedsyn.sweep.grid import Cell, expand
-from fedsyn.sweep.schema import load_config
+from fedsyn.errors import FedsynError
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import load_config
 
 CELL = "cell"
 CONFIG_FILE = "config-file"
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, str | int | float] = {
 """Every run config key with its default; ``pyproject.toml``'s ``[tool.flwr.app.config]`` mirrors this."""
 
 
-class RunConfigError(ValueError):
+class RunConfigError(FedsynError, ValueError):
     """A run config or node config that the federation apps cannot use; names the key."""
 
 

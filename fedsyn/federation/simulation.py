@@ -11,16 +11,17 @@ import os
 import warnings
 from pathlib import Path
 
-from fedsyn.sweep.grid import Cell
+from fedsyn.errors import FedsynError
+from fedsyn.evaluation.capture import Capture
+from fedsyn.experiment.grid import Cell
 
-from .capture import Capture
 from .settings import run_config
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 
-class FederationError(RuntimeError):
+class FederationError(FedsynError, RuntimeError):
     """The simulation ended without a complete capture (a crashed ServerApp or lost clients)."""
 
 

@@ -1,7 +1,7 @@
 """The malicious server's strategy: FedAvg that records everything it sends and receives.
 
 Per round, before aggregating, ``CapturingFedAvg`` writes the global arrays it sent and every reply into
-the capture directory (``fedsyn.federation.capture``). A reply that carries an error, lacks its
+the capture directory (``fedsyn.evaluation.capture``). A reply that carries an error, lacks its
 metrics, has other array names or shapes than the protocol expects, contains NaN/Inf, repeats a
 partition id already heard this round or reports other metric names than the replies accepted before it
 is recorded as ``rejected`` with the reason and left out of the aggregation; the round goes on with the
@@ -27,12 +27,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from .capture import IndexEntry
-from .client_app import ARRAYS, METRICS
-from .server_round import RoundBook, arrays_problem, index_entry, next_global, train_config, training_summary
-from .training import LocalHyper
+from fedsyn.evaluation.capture import IndexEntry
+from fedsyn.task.training import LocalHyper
 
-REQUIRED_METRICS = ("num-examples", "partition-id")
+from .protocol import ARRAYS, LOSS, METRICS, NUM_EXAMPLES, PARTITION_ID, REQUIRED_METRICS, WEIGHT, train_config
+from .server_round import RoundBook, arrays_problem, index_entry, next_global, training_summary
 
 
 def mean_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -64,8 +63,8 @@ def reply_problem(message: Message, expected: dict[str, tuple[int, ...]]) -> str
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         return f"metrics lack {missing}"
-    if not float(metrics["num-examples"]) > 0:
-        return f"num-examples must be positive, got {metrics['num-examples']}"
+    if not float(metrics[NUM_EXAMPLES]) > 0:
+        return f"{NUM_EXAMPLES} must be positive, got {metrics[NUM_EXAMPLES]}"
     arrays = decode_arrays(message)
     if arrays is None:
         return "the arrays do not decode as numpy arrays"
@@ -85,8 +84,8 @@ def triage(replies: Iterable[Message], expected: dict[str, tuple[int, ...]]) -> 
         reason = reply_problem(message, expected)
         if reason is None:
             metrics = dict(message.content.metric_records[METRICS])
-            if any(other["partition-id"] == metrics["partition-id"] for other in accepted):
-                reason = f"partition {metrics['partition-id']} already replied this round"
+            if any(other[PARTITION_ID] == metrics[PARTITION_ID] for other in accepted):
+                reason = f"partition {metrics[PARTITION_ID]} already replied this round"
             elif accepted and set(metrics) != set(accepted[0]):
                 reason = f"metric names {sorted(metrics)} differ from the other clients' {sorted(accepted[0])}"
             else:
@@ -106,7 +105,7 @@ class EvaluatingFedAvg(FedAvg):
             min_train_nodes=clients,
             min_evaluate_nodes=clients,
             min_available_nodes=clients,
-            weighted_by_key="num-examples",
+            weighted_by_key=WEIGHT,
             arrayrecord_key=ARRAYS,
             train_metrics_aggr_fn=mean_train_metrics,
         )
@@ -173,7 +172,7 @@ class CapturingFedAvg(EvaluatingFedAvg):
             return None, None
         mean, metrics = super().aggregate_train(server_round, accepted)
         self.book.trained(
-            accepted=len(accepted), rejections=rejected, train_loss=None if metrics is None else float(metrics["loss"])
+            accepted=len(accepted), rejections=rejected, train_loss=None if metrics is None else float(metrics[LOSS])
         )
         if mean is None:
             return None, metrics

@@ -8,6 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fedsyn.errors import FedsynError
+
 from .alexnet import alexnet
 from .convnet import convnet
 from .imprint import ImprintModel, ImprintSpec, imprint_spec
@@ -27,8 +29,8 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 
 
-class UnknownModelError(ValueError):
-    pass
+class UnknownModelError(FedsynError, ValueError):
+    """``build_model`` was given a name the zoo does not know."""
 
 
 def build_model(

@@ -4,15 +4,17 @@
 writes::
 
     DIR/report.html                 everything below, images inline, readable offline
-    DIR/report/table_<metric>.md    one paper-style table per (defense, attacker)
+    DIR/report/table_<metric>.md    one paper-style table per (defense, attacker, labels, attack method)
     DIR/report/table_<metric>.csv   the same cells, one CSV line each (mean, std, n, most_private, missing)
-    DIR/report/privacy_utility.csv  per finished cell and attacker: the score and the final test accuracy
+    DIR/report/privacy_utility.csv  per finished cell, attacker and method: the score and the final test accuracy
     DIR/report/privacy_utility.png  the scatter of the two
     DIR/report/grids/*.png          true images and reconstructions per combination
 
-and prints the tables to the terminal. Only the cells of the config the sweep last ran in ``DIR`` count:
-cells that an earlier version of the config left in the store (a changed budget, a renamed defense) are
-left out and counted, never pooled with the current ones.
+and prints the tables to the terminal. The report reads the store and nothing else (no config, no
+schema): the store names the cells of the config the sweep last ran in ``DIR`` (``cell_keys``), and only
+those count; cells that an earlier version of the config left in the store (a changed budget, a renamed
+defense) are left out and counted, never pooled with the current ones. Attack methods are never pooled
+either: every table and point belongs to one method.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fedsyn.sweep.grid import expand
-from fedsyn.sweep.schema import ExperimentConfig
-from fedsyn.sweep.store import open_store
+from fedsyn.results.store import open_store
 
 from .grids import image_grids
 from .html import write_html
@@ -49,13 +49,10 @@ def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
     with open_store(results_dir, readonly=True) as store:
         rows = store.results()
         cells = store.cells()
-        config = store.meta("config")
+        name = store.meta("experiment") or results_dir.name
+        current = store.current_keys()
     stale = 0
-    name = results_dir.name
-    if config:
-        experiment = ExperimentConfig.model_validate_json(config)
-        name = experiment.name
-        current = {cell.key for cell in expand(experiment)}
+    if current is not None:
         stale = sum(1 for c in cells if c["cell_key"] not in current)
         cells = [c for c in cells if c["cell_key"] in current]
         rows = [r for r in rows if r["cell_key"] in current]

@@ -1,4 +1,4 @@
-"""Which way each reconstruction metric points: the one place the report and its statistics read it from.
+"""Which way each reconstruction metric points (the table itself is ``fedsyn.experiment.names``).
 
 A reconstruction that is far from the true image leaks little: a higher MSE, MSE% or LPIPS distance, or a
 lower PSNR, SSIM or label accuracy, means a more private update.
@@ -6,18 +6,7 @@ lower PSNR, SSIM or label accuracy, means a more private update.
 
 from __future__ import annotations
 
-HIGHER_IS_PRIVATE: dict[str, bool] = {
-    "mse_pct": True,
-    "mse": True,
-    "lpips": True,
-    "psnr": False,
-    "ssim": False,
-    "best_mse_pct": True,
-    "best_lpips": True,
-    "best_psnr": False,
-    "best_ssim": False,
-    "label_acc": False,
-}
+from fedsyn.experiment.names import HIGHER_IS_PRIVATE
 
 
 def private_sign(metric: str) -> int:

@@ -1,4 +1,4 @@
-"""Image grids: for one model, trained state, defense and attacker, the same client batch as every
+"""Image grids: for one model, trained state, defense, attacker and method, the same client batch as every
 FL/WR/WS combination's attack left it (each row: the evaluator's PNG, true images over reconstructions)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402  (headless backend first)
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fedsyn.sweep.schema import COMBOS  # noqa: E402
+from fedsyn.experiment.names import COMBOS  # noqa: E402
 
 
 @dataclass
@@ -24,16 +24,17 @@ class ImageGrid:
     trained: int
     defense: str
     attacker: str
+    method: str
     round: int
     partition_id: int
     path: Path
 
     @property
     def title(self) -> str:
-        # A negative partition id is a SecAgg+ round's aggregate (fedsyn.federation.capture.AGGREGATE_ID).
+        # A negative partition id is a SecAgg+ round's aggregate (docs/results.md, "partition_id").
         who = "the clients' aggregate" if self.partition_id < 0 else f"client {self.partition_id}"
         return (
-            f"{self.model} {self.trained}ep, defense {self.defense}, attacker {self.attacker} "
+            f"{self.model} {self.trained}ep, defense {self.defense}, attacker {self.attacker}, {self.method} "
             f"(round {self.round}, {who})"
         )
 
@@ -70,18 +71,18 @@ def _draw(grid: ImageGrid, combos: list[str], images: list[Any]) -> None:
 
 
 def image_grids(rows: Sequence[dict[str, Any]], results_dir: Path, out_dir: Path) -> list[ImageGrid]:
-    """Write one PNG per (model, trained, defense, attacker) with a row per combination; returns them.
+    """Write one PNG per (model, trained, defense, attacker, method) with a row per combination; returns them.
 
     The batch shown is the first (round, client) that every combination attacked successfully, so the
     true images are the same in every row. Rows whose PNG is missing on disk are skipped.
     """
-    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, int, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row.get("image_path") and (results_dir / row["image_path"]).is_file():
-            groups[(row["model"], int(row["trained"]), row["defense"], row["attacker"])].append(row)
+            groups[(row["model"], int(row["trained"]), row["defense"], row["attacker"], row["method"])].append(row)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = []
-    for (model, trained, defense, attacker), group in sorted(groups.items()):
+    for (model, trained, defense, attacker, method), group in sorted(groups.items()):
         by_combo: dict[str, dict[tuple[int, int], dict[str, Any]]] = defaultdict(dict)
         for row in group:
             by_combo[row["combo"]][(int(row["round"]), int(row["partition_id"]))] = row
@@ -90,7 +91,8 @@ def image_grids(rows: Sequence[dict[str, Any]], results_dir: Path, out_dir: Path
         place = min(common) if common else min(min(by_combo[c]) for c in combos)
         chosen = [(c, by_combo[c].get(place) or by_combo[c][min(by_combo[c])]) for c in combos]
         images = [mpimg.imread(results_dir / row["image_path"]) for _, row in chosen]
-        grid = ImageGrid(model, trained, defense, attacker, place[0], place[1], out_dir / _safe(f"grid_{model}_{trained}ep_{defense}_{attacker}.png"))
+        name = _safe(f"grid_{model}_{trained}ep_{defense}_{attacker}_{method}.png")
+        grid = ImageGrid(model, trained, defense, attacker, method, place[0], place[1], out_dir / name)
         _draw(grid, [combo for combo, _ in chosen], images)
         grids.append(grid)
     return grids

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .grids import ImageGrid
-from .tables import METRIC_TITLES, PaperTable, UtilityPoint
+from .tables import METRIC_TITLES, PaperTable, UtilityPoint, flag_marks
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -36,8 +36,7 @@ def _table_html(table: PaperTable) -> str:
     )
     lines = [f"<h3>{e(table.title)}</h3>", f"<table><tr>{head}</tr>"]
     for combo in table.combos:
-        methods = set() if combo == "none" else set(combo.split("+"))
-        cells = "".join(f'<td class="flag">{"x" if m in methods else ""}</td>' for m in ("fl", "wr", "ws"))
+        cells = "".join(f'<td class="flag">{mark}</td>' for mark in flag_marks(combo))
         for column in table.columns:
             summary = table.get(combo, column)
             css = "best" if summary.most_private else ("missing" if summary.missing else "")
@@ -52,14 +51,14 @@ def _table_html(table: PaperTable) -> str:
 
 def _utility_html(points: Sequence[UtilityPoint], metric: str) -> str:
     e = html.escape
-    head = "".join(f"<th>{h}</th>" for h in ["model", "trained", "combination", "defense", "attacker", e(metric), "n", "test accuracy"])
+    head = "".join(f"<th>{h}</th>" for h in ["model", "trained", "combination", "defense", "attacker", "method", e(metric), "n", "test accuracy"])
     lines = [f"<table><tr>{head}</tr>"]
     for p in points:
         acc = "-" if p.accuracy is None or not math.isfinite(p.accuracy) else f"{p.accuracy:.3f}"
         score = e(p.score.text(metric)) + (f" ({e(p.score.missing)})" if p.score.missing else "")
         lines.append(
             f"<tr><td>{e(p.model)}</td><td>{p.trained}</td><td>{e(p.combo)}</td><td>{e(p.defense)}</td>"
-            f"<td>{e(p.attacker)}</td><td>{score}</td><td>{p.score.n}</td><td>{acc}</td></tr>"
+            f"<td>{e(p.attacker)}</td><td>{e(p.method)}</td><td>{score}</td><td>{p.score.n}</td><td>{acc}</td></tr>"
         )
     lines.append("</table>")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The paper-style privacy table (seed 001, Table 3) and the privacy-utility table, from stored rows.
 
-One ``PaperTable`` per (defense, attacker, label knowledge): rows are the eight FL/WR/WS combinations in
+One ``PaperTable`` per (defense, attacker, label knowledge, attack method): rows are the eight FL/WR/WS combinations in
 the paper's order, columns are (model, trained epochs), a cell is the mean +- sample standard deviation of
 the chosen metric over every successful attack of that configuration (all attacked rounds and clients).
 The most private cell of each column is marked: highest MSE% / LPIPS / MSE, lowest PSNR / SSIM.
@@ -18,12 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsyn.models import MODEL_NAMES
-from fedsyn.sweep.schema import COMBOS
+from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, HIGHER_IS_PRIVATE, MODELS, REPORT_METRICS, combo_flags
 
-from .directions import HIGHER_IS_PRIVATE
-
-REPORT_METRICS: tuple[str, ...] = ("mse_pct", "psnr", "ssim", "lpips", "mse")
 METRIC_TITLES: dict[str, str] = {
     "mse_pct": "MSE[%] (higher = more private)",
     "psnr": "PSNR in dB (lower = more private)",
@@ -89,6 +85,7 @@ class PaperTable:
     defense: str
     attacker: str
     labels: str
+    method: str
     metric: str
     combos: list[str]
     columns: list[Column]
@@ -96,7 +93,10 @@ class PaperTable:
 
     @property
     def title(self) -> str:
-        return f"{METRIC_TITLES[self.metric]} — defense: {self.defense}, attacker: {self.attacker}, labels: {self.labels}"
+        return (
+            f"{METRIC_TITLES[self.metric]} — defense: {self.defense}, attacker: {self.attacker}, "
+            f"labels: {self.labels}, method: {self.method}"
+        )
 
     @property
     def missing_reasons(self) -> list[str]:
@@ -106,9 +106,10 @@ class PaperTable:
         return self.cells.get((combo, column), Summary())
 
 
-def _flags(combo: str) -> tuple[str, str, str]:
-    parts = set() if combo == "none" else set(combo.split("+"))
-    return tuple("x" if method in parts else "" for method in ("fl", "wr", "ws"))  # type: ignore[return-value]
+def flag_marks(combo: str) -> list[str]:
+    """``x`` or nothing under FL, WR and WS for a combination's row."""
+    flags = combo_flags(combo)
+    return ["x" if flags[method] else "" for method in BIOMOD_METHODS]
 
 
 def _mark_most_private(table: PaperTable) -> None:
@@ -149,22 +150,24 @@ def _add_failures(table: PaperTable, cells: Sequence[dict[str, Any]]) -> None:
 def paper_tables(
     rows: Sequence[dict[str, Any]], metric: str = "mse_pct", cells: Sequence[dict[str, Any]] = ()
 ) -> list[PaperTable]:
-    """One table per (defense, attacker, labels) present in ``rows`` (store result rows).
+    """One table per (defense, attacker, labels, method) present in ``rows`` (store result rows).
 
     ``cells`` (the store's cell records) lets failed cells appear as failed, with their error.
     """
     check_metric(metric)
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["defense"], row["attacker"], row["labels"] or "")].append(row)
+        groups[(row["defense"], row["attacker"], row["labels"] or "", row["method"])].append(row)
     tables = []
-    for (defense, attacker, labels), group in sorted(groups.items(), key=lambda item: (item[0][0] != "none", item[0])):
+    for (defense, attacker, labels, method), group in sorted(
+        groups.items(), key=lambda item: (item[0][0] != "none", item[0])
+    ):
         columns = sorted({(row["model"], int(row["trained"])) for row in group}, key=_column_rank)
         combos = _order((row["combo"] for row in group), COMBOS)
         by_cell: dict[tuple[str, Column], list[dict[str, Any]]] = defaultdict(list)
         for row in group:
             by_cell[(row["combo"], (row["model"], int(row["trained"])))].append(row)
-        table = PaperTable(defense, attacker, labels, metric, combos, columns)
+        table = PaperTable(defense, attacker, labels, method, metric, combos, columns)
         table.cells = {place: summarize(members, metric) for place, members in by_cell.items()}
         _add_failures(table, cells)
         _mark_most_private(table)
@@ -176,7 +179,7 @@ def _column_rank(column: Column) -> tuple[int, str, int]:
     """Columns in the model zoo's order (mlp, alexnet, resnets, ...: the paper's), then by epochs."""
     label, trained = column
     base = label.split("-")[0]
-    return (MODEL_NAMES.index(base) if base in MODEL_NAMES else len(MODEL_NAMES), label, trained)
+    return (MODELS.index(base) if base in MODELS else len(MODELS), label, trained)
 
 
 def _header(table: PaperTable) -> list[str]:
@@ -187,7 +190,7 @@ def to_markdown(table: PaperTable) -> str:
     lines = [f"### {table.title}", "", "| " + " | ".join(_header(table)) + " |", "|" + "---|" * len(_header(table))]
     for combo in table.combos:
         values = [table.get(combo, column).text(table.metric, bold=True) for column in table.columns]
-        lines.append("| " + " | ".join([*_flags(combo), *values]) + " |")
+        lines.append("| " + " | ".join([*flag_marks(combo), *values]) + " |")
     lines.append("")
     lines.append("Mean ± sample standard deviation over every attacked update; **bold** = most private in its column.")
     for reason in table.missing_reasons:
@@ -211,7 +214,7 @@ def to_text(table: PaperTable) -> str:
 
 
 TABLE_CSV_FIELDS: tuple[str, ...] = (
-    *("defense", "attacker", "labels", "metric", "combo", "fl", "wr", "ws", "model", "trained"),
+    *("defense", "attacker", "labels", "method", "metric", "combo", "fl", "wr", "ws", "model", "trained"),
     *("mean", "std", "n", "most_private", "missing"),
 )
 
@@ -223,7 +226,7 @@ def write_tables_csv(tables: Sequence[PaperTable], path: Path) -> None:
         writer.writeheader()
         for table in tables:
             for combo in table.combos:
-                fl, wr, ws = (int(flag == "x") for flag in _flags(combo))
+                fl, wr, ws = (int(flag == "x") for flag in flag_marks(combo))
                 for model, trained in table.columns:
                     summary = table.get(combo, (model, trained))
                     writer.writerow(
@@ -231,6 +234,7 @@ def write_tables_csv(tables: Sequence[PaperTable], path: Path) -> None:
                             "defense": table.defense,
                             "attacker": table.attacker,
                             "labels": table.labels,
+                            "method": table.method,
                             "metric": table.metric,
                             "combo": combo,
                             "fl": fl,
@@ -257,19 +261,20 @@ class UtilityPoint:
     combo: str
     defense: str
     attacker: str
+    method: str
     score: Summary
     accuracy: float | None
 
 
 def privacy_utility(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]], metric: str) -> list[UtilityPoint]:
-    """Per (finished cell, attacker): the mean attack score and the final test accuracy."""
+    """Per (finished cell, attacker, method): the mean attack score and the final test accuracy."""
     check_metric(metric)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["cell_key"], row["attacker"])].append(row)
+        groups[(row["cell_key"], row["attacker"], row["method"])].append(row)
     accuracy = {cell["cell_key"]: cell["final_accuracy"] for cell in cells}
     points = []
-    for (key, attacker), group in groups.items():
+    for (key, attacker, method), group in groups.items():
         first = group[0]
         points.append(
             UtilityPoint(
@@ -279,17 +284,22 @@ def privacy_utility(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, An
                 combo=first["combo"],
                 defense=first["defense"],
                 attacker=attacker,
+                method=method,
                 score=summarize(group, metric),
                 accuracy=accuracy.get(key),
             )
         )
     combo_rank = {combo: i for i, combo in enumerate(COMBOS)}
-    points.sort(key=lambda p: (p.defense != "none", p.defense, p.attacker, p.model, p.trained, combo_rank.get(p.combo, 99)))
+    points.sort(
+        key=lambda p: (
+            p.defense != "none", p.defense, p.attacker, p.method, p.model, p.trained, combo_rank.get(p.combo, 99)
+        )
+    )
     return points
 
 
 UTILITY_CSV_FIELDS: tuple[str, ...] = (
-    *("cell_key", "model", "trained", "combo", "defense", "attacker"),
+    *("cell_key", "model", "trained", "combo", "defense", "attacker", "method"),
     *("metric", "mean", "std", "n", "missing", "accuracy"),
 )
 
@@ -307,6 +317,7 @@ def write_utility_csv(points: Sequence[UtilityPoint], metric: str, path: Path) -
                     "combo": p.combo,
                     "defense": p.defense,
                     "attacker": p.attacker,
+                    "method": p.method,
                     "metric": metric,
                     "mean": "" if p.score.mean is None else repr(p.score.mean),
                     "std": "" if p.score.std is None else repr(p.score.std),

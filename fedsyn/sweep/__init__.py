@@ -1,1 +1,2 @@
-"""Sweeps: the experiment schema, grid expansion, the resumable runner and the SQLite results store."""
+"""Orchestration: the resumable sweep runner, one process per cell, Ray, the pretraining cache, the
+quickstart and the one-shot run of a real deployment (``deployed``)."""

@@ -22,27 +22,27 @@ ones every client uses), the epoch order from ``derive_seed(seed, "pretrain", "s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedsyn.atomic import write_atomically, write_text_atomically
 from fedsyn.biomod import attach, convert
-from fedsyn.defenses.config import DPSGD
-from fedsyn.federation.cell_model import plain_model
-from fedsyn.federation.client_data import load_split
-from fedsyn.federation.training import evaluate
+from fedsyn.defenses import DPSGD
+from fedsyn.experiment.grid import Cell
 from fedsyn.seeding import derive_seed
+from fedsyn.task.data import load_split
+from fedsyn.task.model import plain_model
+from fedsyn.task.training import accuracy_and_loss
 
-from .grid import Cell
+from .locks import file_lock
 
 CACHE_ENV = "FEDSYN_CACHE"
 FORMAT_VERSION = 1
@@ -124,7 +124,7 @@ def train(cell: Cell, *, log: Any = None) -> tuple[dict[str, torch.Tensor], dict
     handle.remove()
     model.cpu()
     test = load_split(cell.dataset, "test")
-    test_accuracy, test_loss = evaluate(model, test, np.arange(len(test)))
+    test_accuracy, test_loss = accuracy_and_loss(model, test, np.arange(len(test)))
     record = {
         "spec": pretrain_spec(cell),
         "history": history,
@@ -138,23 +138,6 @@ def train(cell: Cell, *, log: Any = None) -> tuple[dict[str, torch.Tensor], dict
     return {name: tensor.detach() for name, tensor in model.state_dict().items()}, record
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, write: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def trained_weights(cell: Cell, *, cache: Path | None = None, log: Any = None) -> Path | None:
     """Path of the cell's trained ``state_dict`` (training it on a cache miss); None for an untrained cell."""
     if cell.trained == 0:
@@ -162,10 +145,10 @@ def trained_weights(cell: Cell, *, cache: Path | None = None, log: Any = None) -
     cache = cache or checkpoint_dir()
     key = pretrain_key(cell)
     weights, record_path = cache / f"{key}.pt", cache / f"{key}.json"
-    with _locked(cache / f"{key}.lock"):
+    with file_lock(cache / f"{key}.lock"):
         if weights.is_file() and record_path.is_file():
             return weights
         state, record = train(cell, log=log)
-        _write_atomically(record_path, lambda p: p.write_text(json.dumps(record, indent=2)))
-        _write_atomically(weights, lambda p: torch.save(state, p))
+        write_text_atomically(record_path, json.dumps(record, indent=2))
+        write_atomically(weights, lambda p: torch.save(state, p))
     return weights

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .grid import Cell
+from fedsyn.experiment.grid import Cell
 
 BAR_WIDTH = 24
 

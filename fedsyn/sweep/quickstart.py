@@ -11,13 +11,15 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from fedsyn.experiment.schema import ConfigError, ExperimentConfig, load_config, parse_config
 from fedsyn.report import build_report
 
 from .runner import run_sweep
-from .schema import ConfigError, ExperimentConfig, load_config, parse_config
 
 QUICKSTART = "quickstart.yaml"
 QUICKSTART_DATASETS: tuple[str, ...] = ("photos", "cifar10", "imagefolder")
+"""The datasets the quickstart can switch to: the shipped photos, and CIFAR-10 from torchvision's files
+(``cifar10``) or from an image-folder export (``imagefolder``)."""
 
 
 def shipped_config(name: str) -> Path:

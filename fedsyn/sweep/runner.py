@@ -2,7 +2,7 @@
 
 Layout of a results directory::
 
-    DIR/results.db            the store (see fedsyn.sweep.store)
+    DIR/results.db            the store (see fedsyn.results.store)
     DIR/cells/<key>/          a finished cell: its capture (federation/), reconstructions (attack/), log
     DIR/cells/.work-<key>/    a cell being run (never read by the report; removed by the next run)
 
@@ -14,14 +14,13 @@ Guarantees:
   runs those cells again. Every random draw derives from the cell's seed, so the rows come out the same.
 - A failing cell is recorded with status ``failed`` and its error, and the sweep goes on; the next run
   retries it.
-- Each cell runs in its own process (``fedsyn.sweep.cell_runner``), so ``--workers N`` is N such
+- Each cell runs in its own process (``fedsyn.sweep.cell_process``), so ``--workers N`` is N such
   processes at a time and the numbers do not depend on N. With ``ray_address`` each cell is a Ray task on
   that cluster; the task sends the cell's directory back and the driver writes the one store.
 """
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
@@ -32,17 +31,20 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cell_runner import CELL_FILE, LOG_FILE, OUTCOME_FILE
-from .grid import Cell, expand
+from fedsyn.errors import FedsynError
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import ExperimentConfig
+from fedsyn.results.store import ResultStore, open_store, package_versions
+
+from .cell_process import CELL_FILE, LOG_FILE, OUTCOME_FILE
+from .locks import LockHeld, file_lock
 from .pretrain import checkpoint_dir
 from .progress import Progress
-from .schema import ExperimentConfig
-from .store import ResultStore, open_store, package_versions
 
 CELLS_DIR = "cells"
 WORK_PREFIX = ".work-"
@@ -51,7 +53,7 @@ POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 30
 
 
-class SweepLockedError(RuntimeError):
+class SweepLockedError(FedsynError, RuntimeError):
     """Another sweep process is writing to the same results directory."""
 
 
@@ -67,21 +69,14 @@ class Finished:
 @contextmanager
 def sweep_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir`` for the duration of a sweep (released by the OS on a kill)."""
-    with open(out_dir / LOCK_FILE, "a+") as handle:
+    with ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise SweepLockedError(f"another sweep (pid {holder}) is running in {out_dir}; wait for it or stop it") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            stack.enter_context(file_lock(out_dir / LOCK_FILE, wait=False))
+        except LockHeld as held:
+            raise SweepLockedError(
+                f"another sweep (pid {held.holder}) is running in {out_dir}; wait for it or stop it"
+            ) from None
+        yield
 
 
 def clear_unfinished(cells_dir: Path, finished: set[str]) -> list[str]:
@@ -140,7 +135,7 @@ def cell_environment(threads: int | None) -> dict[str, str]:
 def start_cell_process(
     cell: Cell, work_dir: Path, cache: Path, threads: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m fedsyn.sweep.cell_runner`` for ``cell`` in a fresh ``work_dir`` (``threads``: see
+    """Start ``python -m fedsyn.sweep.cell_process`` for ``cell`` in a fresh ``work_dir`` (``threads``: see
     ``cell_environment``)."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
@@ -148,7 +143,7 @@ def start_cell_process(
     (work_dir / CELL_FILE).write_text(cell.model_dump_json())
     with open(work_dir / LOG_FILE, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "fedsyn.sweep.cell_runner", str(work_dir), str(cache), str(os.getpid())],
+            [sys.executable, "-m", "fedsyn.sweep.cell_process", str(work_dir), str(cache), str(os.getpid())],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -277,7 +272,7 @@ def run_sweep(
     cells_dir.mkdir(parents=True, exist_ok=True)
     cache = checkpoint_dir()
     with sweep_lock(out_dir), open_store(out_dir) as store:
-        store.set_meta("config", config.model_dump_json())
+        store.set_experiment(config.name, [cell.key for cell in cells], config.model_dump_json())
         finished = store.finished_keys()
         clear_unfinished(cells_dir, finished)
         todo = [cell for cell in cells if cell.key not in finished]

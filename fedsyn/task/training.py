@@ -1,6 +1,6 @@
 """A client's work in one round: local training from the global arrays, defenses, the reply's arrays.
 
-METHODS.md, "The federated protocol": the client trains ``local_steps`` SGD steps of ``batch_size``
+docs/methods.md, "The federated protocol": the client trains ``local_steps`` SGD steps of ``batch_size``
 images chosen by ``fedsyn.data.batch_indices`` from its partition for this round, with FL scaling the
 gradients before each step and WR after steps (``fedsyn.biomod.attach``), then sends
 
@@ -34,9 +34,9 @@ from fedsyn.data import ImageDataset, batch_indices
 from fedsyn.defenses import DPSGD, apply_defenses
 from fedsyn.defenses.dpsgd import dp_train
 from fedsyn.seeding import derive_seed
-from fedsyn.sweep.grid import Cell
+from fedsyn.experiment.grid import Cell
 
-from .cell_model import client_model
+from .model import client_model
 
 EVAL_BATCH = 256
 
@@ -215,7 +215,7 @@ def client_round(
     return LocalResult(arrays, loss, rejuvenated, len(partition_indices), {**training_metrics, **defense_metrics})
 
 
-def evaluate(model: nn.Module, data: ImageDataset, indices: np.ndarray) -> tuple[float, float]:
+def accuracy_and_loss(model: nn.Module, data: ImageDataset, indices: np.ndarray) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` (eval mode) on ``data[indices]``; (0, 0) when empty."""
     if len(indices) == 0:
         return 0.0, 0.0

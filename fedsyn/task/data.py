@@ -12,8 +12,8 @@ import json
 import numpy as np
 
 from fedsyn.data import ImageDataset, load_dataset, partition
-from fedsyn.sweep.grid import Cell
-from fedsyn.sweep.schema import DatasetSpec
+from fedsyn.experiment.grid import Cell
+from fedsyn.experiment.schema import DatasetSpec
 from fedsyn.seeding import derive_seed
 
 

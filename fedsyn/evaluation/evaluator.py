@@ -1,8 +1,8 @@
-"""Attack a capture and score the reconstructions: one result row per (round, client, attacker).
+"""Attack a capture and score the reconstructions: one result row per (round, client, attacker, method).
 
 The attack side gets only what crossed the protocol (the capture) and the public architecture; the
 evaluator alone rebuilds each client's true batch, with the client's own deterministic selection
-(``fedsyn.federation.training.round_batches``), to score the reconstruction (``attacks.metrics``).
+(``fedsyn.task.training.round_batches``), to score the reconstruction (``attacks.metrics``).
 
 The batch of a round is the concatenation of the local steps' batches in step order, ``steps *
 batch_size`` images; that is the order ``attacks`` assumes the client visited its images in.
@@ -14,18 +14,14 @@ true batch is the covered clients' batches one after the other in partition orde
 batch_size`` images for K clients; the oblivious attacker takes ``-aggregate`` for the gradient of all
 of them, the informed one models the mean of K local trainings (``attacks.LocalUpdate(clients=K)``).
 
-Attackers (METHODS.md, "Oblivious vs informed"):
+Every attack method of ``attack.methods`` (names of ``attacks.METHODS``) runs on every (round, client,
+attacker) through ``attacks.run_method``, from the same inputs and the same seed; a method that cannot
+act on the target (``attacks.NotApplicable``) gives a row with status ``not applicable`` and its reason.
 
-- ``oblivious`` treats what it captured as the gradient of one batch: a captured update ``w_local -
-  w_global`` becomes the gradient direction ``-update``; no FL factors, no local hyperparameters.
-- ``informed`` knows what the threat model lets it know: the local hyperparameters of an update
-  (``attacks.LocalUpdate``, the attack unrolls the client's SGD), the FL factors when they are
-  shared (``biomod.fl_scope: shared``, derived from the federation seed like the clients do), and the
-  cell's WR settings and defense set: it leaves the weights WR re-drew and the entries pruning zeroed
-  out of the matching.
-
-Both use the model the server knows (``cell_model.server_model``: architecture and WS structure, the
-global arrays of that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
+The attackers ``oblivious`` and ``informed`` differ in what the threat model lets them know
+(``fedsyn.evaluation.knowledge``, docs/methods.md "Oblivious vs informed"). Both use the model the
+server knows (``fedsyn.task.model.server_model``: architecture and WS structure, the global arrays of
+that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
 """
 
 from __future__ import annotations
@@ -41,32 +37,19 @@ import torch
 from torchvision.utils import save_image
 
 import attacks
-from attacks.config import LocalUpdate
-from fedsyn.biomod import fuzzy_factors
 from fedsyn.data import ImageDataset
-from fedsyn.defenses.knowledge import informed_mask, rejuvenation_bounds
+from fedsyn.experiment.grid import Cell
+from fedsyn.experiment.schema import AttackSpec
+from fedsyn.results.fields import SCORE_FIELDS, ResultRow
 from fedsyn.seeding import derive_seed
-from fedsyn.sweep.grid import Cell
-from fedsyn.sweep.schema import AttackSpec
+from fedsyn.task.data import client_partitions, dataset_spec, load_split
+from fedsyn.task.model import server_model
+from fedsyn.task.training import LocalHyper, round_batches
 
 from .capture import Capture, CaptureError, IndexEntry
-from .cell_model import client_model, server_model
-from .client_data import client_partitions, dataset_spec, load_split
-from .training import LocalHyper, round_batches
+from .knowledge import attack_inputs
 
 ROWS_FILE = "rows.jsonl"
-SCORE_FIELDS = (
-    "mse",
-    "psnr",
-    "ssim",
-    "lpips",
-    "mse_pct",
-    "label_acc",
-    "best_psnr",
-    "best_ssim",
-    "best_lpips",
-    "best_mse_pct",
-)
 
 
 def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,74 +72,19 @@ def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torc
     return train.unit(chosen), train.labels[chosen]
 
 
-def _fl_shared(cell: Cell) -> bool:
-    return cell.biomod.fl and cell.biomod.fl_scope == "shared"
-
-
-def shared_factors(
-    cell: Cell, model: torch.nn.Module, client: torch.nn.Module | None
-) -> list[torch.Tensor | None] | None:
-    """The FL factors an informed attacker can derive (``fl_scope: shared``), aligned with ``model.parameters()``.
-
-    ``client`` is any client's converted model (needed only when the factors are shared, else ``None``):
-    shared factors come from the federation seed alone, so any partition and round give the same ones."""
-    if not _fl_shared(cell):
-        return None
-    factors = fuzzy_factors(client)
-    return [factors.get(name) for name, _ in model.named_parameters()]
-
-
-def attack_inputs(
-    cell: Cell,
-    attacker: str,
-    model: torch.nn.Module,
-    tensors: dict[str, torch.Tensor],
-    entry: IndexEntry,
-    train: ImageDataset,
-) -> dict[str, Any]:
-    """``target``, ``update``, ``fl_factors`` and ``mask`` for ``attacks.reconstruct`` as ``attacker`` sees
-    them. The informed attacker's mask leaves out the weights WR re-drew and the entries pruning zeroed
-    (``fedsyn.defenses.knowledge.informed_mask``)."""
-    target = [tensors[name] for name, _ in model.named_parameters()]
-    if attacker == "oblivious":
-        if entry.capture == "update":
-            target = [-tensor for tensor in target]
-        return {"target": target, "update": None, "fl_factors": None, "mask": None}
-    update = None
-    if entry.capture == "update":
-        clients = len(entry.covers) if entry.aggregate else 1
-        update = LocalUpdate(steps=entry.steps, lr=entry.lr, batch_size=entry.batch_size, clients=clients)
-    # Any client's converted model shows what is public: which layers rejuvenate (its WR stream is not
-    # used) and the shared FL factors. Built once, and only when one of the two needs it.
-    client = None
-    if cell.biomod.wr or _fl_shared(cell):
-        client = client_model(cell, 0, 1, train.num_classes, train.in_shape)
-    bounds = rejuvenation_bounds(client) if cell.biomod.wr else {}
-    mask = informed_mask(
-        model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps
+def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:
+    """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores."""
+    row = ResultRow(
+        cell_key=cell.key,
+        round=entry.round,
+        partition_id=entry.partition_id,
+        attacker=attacker,
+        method=method,
+        labels=attack.labels,
+        aggregate_of=tuple(entry.covers) if entry.aggregate else None,
+        **fields,
     )
-    return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, client), "mask": mask}
-
-
-def _row(cell: Cell, entry: IndexEntry, attacker: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "cell_key": cell.key,
-        "round": entry.round,
-        "partition_id": entry.partition_id,
-        "attacker": attacker,
-        "status": "ok",
-        "error": None,
-        "labels": attack.labels,
-        **{name: None for name in SCORE_FIELDS},
-        "lpips_missing": None,
-        "attack_seconds": None,
-        "iterations": None,
-        "image_path": None,
-    }
-    if entry.aggregate:
-        row["aggregate_of"] = list(entry.covers)
-    row.update(fields)
-    return row
+    return row.as_dict()
 
 
 def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, pairing: list[int]) -> None:
@@ -168,11 +96,19 @@ def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, 
 
 def attack_entry(
     capture: Capture, entry: IndexEntry, attacker: str, attack: AttackSpec, train: ImageDataset, out: Path
+) -> list[dict[str, Any]]:
+    """Attack and score one captured reply with every method of ``attack.methods``, one row each."""
+    return [attack_with(capture, entry, attacker, method, attack, train, out) for method in attack.methods]
+
+
+def attack_with(
+    capture: Capture, entry: IndexEntry, attacker: str, method: str, attack: AttackSpec, train: ImageDataset, out: Path
 ) -> dict[str, Any]:
-    """Attack and score one captured reply; failures become a row with status ``failed``."""
+    """One method's row for one captured reply; a rejected reply, an inapplicable method and a failure
+    each give a row without scores that says why."""
     cell = capture.cell
     if not entry.ok:
-        return _row(cell, entry, attacker, attack, status="rejected", error=entry.reason)
+        return _row(cell, entry, attacker, method, attack, status="rejected", error=entry.reason)
     try:
         model = server_model(cell, train.num_classes, train.in_shape)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
@@ -185,30 +121,36 @@ def attack_entry(
             }
         )
         started = time.monotonic()
-        rec = attacks.reconstruct(
-            model,
-            inputs["target"],
-            num_images=len(true_images),
-            labels=true_labels if attack.labels == "known" else None,
-            mean=train.mean,
-            std=train.std,
-            config=config,
-            update=inputs["update"],
-            fl_factors=inputs["fl_factors"],
-            mask=inputs["mask"],
-            image_shape=train.in_shape,
+        rec = attacks.run_method(
+            method,
+            attacks.AttackInputs(
+                model=model,
+                target=inputs["target"],
+                num_images=len(true_images),
+                labels=true_labels if attack.labels == "known" else None,
+                mean=train.mean,
+                std=train.std,
+                config=config,
+                update=inputs["update"],
+                fl_factors=inputs["fl_factors"],
+                mask=inputs["mask"],
+                image_shape=train.in_shape,
+            ),
         )
         seconds = time.monotonic() - started
         scores = attacks.metrics.score(rec.images, true_images, rec_labels=rec.labels, true_labels=true_labels)
         who = "aggregate" if entry.aggregate else f"p{entry.partition_id}"
-        image = f"{cell.key}/r{entry.round}_{who}_{attacker}.png"
+        image = f"{cell.key}/r{entry.round}_{who}_{attacker}_{method}.png"
         _save_grid(out / image, true_images, rec.images, scores.pairing)
+    except attacks.NotApplicable as reason:
+        return _row(cell, entry, attacker, method, attack, status="not applicable", error=str(reason))
     except Exception as err:  # one bad update must not stop the others; the row says what happened
-        return _row(cell, entry, attacker, attack, status="failed", error=f"{type(err).__name__}: {err}")
+        return _row(cell, entry, attacker, method, attack, status="failed", error=f"{type(err).__name__}: {err}")
     return _row(
         cell,
         entry,
         attacker,
+        method,
         attack,
         **{name: scores.get(name) for name in SCORE_FIELDS},
         lpips_missing=scores.missing.get("lpips"),
@@ -253,8 +195,8 @@ def attack_capture(capture_dir: Path, *, attack: AttackSpec | None = None, out: 
     """Attack every update of ``capture_dir`` that ``attack`` (default: the cell's own attack spec) selects.
 
     Writes the PNG grids and ``rows.jsonl`` (one JSON row per line) to ``out`` (default
-    ``<capture>/attack``); each row's ``image_path`` is relative to ``out``. Returns the rows (CONTRACTS.md
-    "Result rows").
+    ``<capture>/attack``); each row's ``image_path`` is relative to ``out``. Returns the rows
+    (``ResultRow.as_dict``, docs/results.md).
     """
     capture = Capture(Path(capture_dir))
     if not capture.completed:
@@ -264,9 +206,10 @@ def attack_capture(capture_dir: Path, *, attack: AttackSpec | None = None, out: 
     out.mkdir(parents=True, exist_ok=True)
     train = load_split(dataset_spec(capture.cell), "train")
     rows = [
-        attack_entry(capture, entry, attacker, attack, train, out)
+        row
         for entry in _targets(capture, attack)
         for attacker in attack.attackers
+        for row in attack_entry(capture, entry, attacker, attack, train, out)
     ]
     with open(out / ROWS_FILE, "w") as handle:
         for row in rows:

@@ -1,6 +1,6 @@
 """The cell's model as each party builds it: the client's converted model and the server's view of it.
 
-Seeds (CONTRACTS.md): initial weights ``derive_seed(seed, "init", model label)``; a client's FL factors
+Seeds (docs/methods.md, "Seeds"): initial weights ``derive_seed(seed, "init", model label)``; a client's FL factors
 ``derive_seed(seed, "fl", partition_id)`` (``fl_scope: private``) or ``derive_seed(seed, "fl-shared")``
 (``shared``: every client and the server can derive them); its WR stream in a round
 ``derive_seed(seed, "wr", partition_id, round)``.
@@ -14,7 +14,7 @@ from fedsyn.biomod import convert
 from fedsyn.defenses.dpsgd import prepare_model
 from fedsyn.models import build_model
 from fedsyn.seeding import derive_seed
-from fedsyn.sweep.grid import Cell
+from fedsyn.experiment.grid import Cell
 
 
 def plain_model(cell: Cell, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
@@ -59,10 +59,3 @@ def server_model(cell: Cell, num_classes: int, in_shape: tuple[int, int, int]) -
     and no WR (client-side training rules whose randomness the server does not have)."""
     public = cell.biomod.model_copy(update={"fl": False, "wr": False})
     return convert(plain_model(cell, num_classes, in_shape), public, seed=0)
-
-
-def expected_arrays(model: nn.Module, capture: str) -> dict[str, tuple[int, ...]]:
-    """Reply array names and shapes the protocol expects in capture mode ``capture``, in reply order:
-    every ``state_dict`` entry for ``update``, the parameters for ``gradient``."""
-    named = model.named_parameters() if capture == "gradient" else model.state_dict().items()
-    return {name: tuple(tensor.shape) for name, tensor in named}

@@ -1,7 +1,7 @@
 """The one-shot runner of a real deployment: ``flwr run`` one cell on a running SuperLink, then attack
 its capture and write the results store and report.
 
-    python -m fedsyn.federation.runner CONFIG --superlink HOST:PORT --results DIR
+    python -m fedsyn.sweep.deployed CONFIG --superlink HOST:PORT --results DIR
         (--root-certificates CA | --insecure) [--cell N] [--app DIR]
 
 The compose file's ``runner`` service and ``tests/test_deployment.py`` both use it. The ServerApp runs
@@ -22,13 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedsyn.sweep.grid import Cell, expand
-from fedsyn.sweep.schema import load_config
-
-from . import deployment
-from .capture import SUMMARY_FILE
-from .deployment import DeploymentError, wait_for_port
-from .settings import run_config
+from fedsyn.evaluation.capture import SUMMARY_FILE
+from fedsyn.evaluation.evaluator import attack_capture
+from fedsyn.experiment.grid import Cell, expand
+from fedsyn.experiment.schema import load_config
+from fedsyn.federation import deployment
+from fedsyn.federation.deployment import DeploymentError, wait_for_port
+from fedsyn.federation.settings import run_config
+from fedsyn.report import build_report
+from fedsyn.results.store import open_store
 
 CONNECTION = "fedsyn"
 FEDERATION_DIR = "federation"
@@ -80,11 +82,6 @@ def run_deployment(
     timeout: float = 3600,
 ) -> Path:
     """Federate one cell of ``config`` on the SuperLink, attack it, store and report; returns report.html."""
-    from fedsyn.report import build_report
-    from fedsyn.sweep.store import open_store
-
-    from .evaluator import attack_capture
-
     experiment = load_config(config)
     cells = expand(experiment)
     if not 0 <= cell_index < len(cells):
@@ -109,13 +106,13 @@ def run_deployment(
             row["image_path"] = (attack_dir / row["image_path"]).relative_to(results).as_posix()
     rounds = json.loads((capture_dir / SUMMARY_FILE).read_text())["rounds"]
     with open_store(results) as store:
-        store.set_meta("config", experiment.model_dump_json())
+        store.set_experiment(experiment.name, [cell.key], experiment.model_dump_json())
         store.commit_cell(cell, rows, rounds=rounds, seconds=time.monotonic() - started)
     return build_report(results)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fedsyn.federation.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fedsyn.sweep.deployed", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="experiment YAML")
     parser.add_argument("--superlink", required=True, help="the SuperLink's address, host:port")
     parser.add_argument("--results", type=Path, required=True, help="results folder shared with the SuperLink")

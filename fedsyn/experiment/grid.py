@@ -5,24 +5,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Literal
 
 from fedsyn.biomod import BiomodConfig
-from fedsyn.defenses.config import DefenseSet
+from fedsyn.defenses import DefenseSet
 from fedsyn.strict import StrictModel
 
-from .schema import AttackSpec, BiomodGrid, DatasetSpec, ExperimentConfig, FederationSpec, ModelSpec, PretrainSpec
-
-MetricName = Literal["mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc"]
+from .names import combo_flags
+from .schema import AttackSpec, BiomodGrid, ConfigError, DatasetSpec, ExperimentConfig, FederationSpec, ModelSpec, PretrainSpec
 
 
 def biomod_config(combo: str, grid: BiomodGrid) -> BiomodConfig:
     """The ``BiomodConfig`` of one combination name ("none", "fl+ws", ...) with the grid's hyperparameters."""
-    methods = set() if combo == "none" else set(combo.split("+"))
     return BiomodConfig(
-        fl="fl" in methods,
-        wr="wr" in methods,
-        ws="ws" in methods,
+        **combo_flags(combo),
         grapes=grid.grapes,
         tau=grid.tau,
         d_re=grid.d_re,
@@ -46,7 +41,7 @@ class Cell(StrictModel):
     federation: FederationSpec
     defense: DefenseSet
     attack: AttackSpec
-    metrics: tuple[MetricName, ...]
+    metrics: tuple[str, ...]
 
     @property
     def key(self) -> str:
@@ -58,7 +53,7 @@ class Cell(StrictModel):
         return (
             f"{self.key}  model={self.model.label} trained={self.trained}ep combo={self.combo} "
             f"defense={self.defense.name} clients={self.federation.clients} rounds={self.federation.rounds} "
-            f"attackers={','.join(self.attack.attackers)}"
+            f"attackers={','.join(self.attack.attackers)} methods={','.join(self.attack.methods)}"
         )
 
 
@@ -85,7 +80,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):
-        raise ValueError(
+        raise ConfigError(
             "the grid contains the same cell twice (check duplicated models, trained states or overlapping grid blocks)"
         )
     return cells

@@ -1,7 +1,7 @@
 """Run one cell: pretraining (cached), the federation with its capture, the attacks and their scores.
 
 ``run_cell`` does the work in the calling process. The sweep runs every cell in a process of its own
-(``python -m fedsyn.sweep.cell_runner WORK_DIR CACHE_DIR PARENT_PID``) so that a crash, a leak or Flower's own Ray instance
+(``python -m fedsyn.sweep.cell_process WORK_DIR CACHE_DIR PARENT_PID``) so that a crash, a leak or Flower's own Ray instance
 stays inside that cell: the work directory holds the cell (``sweep-cell.json``) on the way in, and the
 outcome (``outcome.json``: rows, per-round accuracy, timings, or the error) and the process's log
 (``cell.log``) on the way out, next to the capture and the reconstruction images.
@@ -18,9 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .grid import Cell
+from fedsyn.atomic import write_text_atomically
+from fedsyn.experiment.grid import Cell
+from fedsyn.results.store import package_versions
+
 from .pretrain import trained_weights
-from .store import package_versions
 
 CELL_FILE = "sweep-cell.json"
 OUTCOME_FILE = "outcome.json"
@@ -45,12 +47,12 @@ def _rounds(capture_dir: Path) -> list[dict[str, Any]]:
 def run_cell(cell: Cell, work_dir: Path, *, cache: Path | None = None) -> dict[str, Any]:
     """Run ``cell`` with all its files under ``work_dir``; returns its outcome.
 
-    The outcome holds ``rows`` (CONTRACTS.md "Result rows", ``image_path`` relative to ``work_dir``),
+    The outcome holds ``rows`` (docs/results.md, ``image_path`` relative to ``work_dir``),
     ``rounds`` (per-round accuracy and loss), ``seconds`` and ``pretrain_seconds``.
     """
     # Imported here, not at the top: the sweep's driver reads this module's constants and must not pay
     # for importing Flower, which only the cell's own process needs.
-    from fedsyn.federation.evaluator import attack_capture
+    from fedsyn.evaluation.evaluator import attack_capture
     from fedsyn.federation.simulation import federate
 
     start = time.monotonic()
@@ -89,13 +91,11 @@ def _exit_with_parent(parent: int) -> None:
 
 def write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:
     """Write ``outcome.json`` atomically: its presence means the cell process got to the end."""
-    temporary = work_dir / f".{OUTCOME_FILE}.tmp"
-    temporary.write_text(json.dumps(outcome, default=str))
-    os.replace(temporary, work_dir / OUTCOME_FILE)
+    write_text_atomically(work_dir / OUTCOME_FILE, json.dumps(outcome, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Process entry: ``python -m fedsyn.sweep.cell_runner WORK_DIR CACHE_DIR PARENT_PID``."""
+    """Process entry: ``python -m fedsyn.sweep.cell_process WORK_DIR CACHE_DIR PARENT_PID``."""
     args = sys.argv[1:] if argv is None else argv
     work_dir, cache, parent = Path(args[0]), Path(args[1]), int(args[2])
     _exit_with_parent(parent)

@@ -2,14 +2,19 @@
 
 Tables:
 
-- ``meta``: the experiment config of the latest run and the store's schema version.
-- ``cells``: one row per cell that ran to the end or failed: its key (the config hash), model, trained
-  state, combination, defense, FL/WR/WS flags, status (``done`` | ``failed``), error text, attempts,
-  wall time, final test accuracy, the cell's full config, the attack settings and threat model, and the
-  package versions that produced it.
+- ``meta``: the experiment of the latest run (its ``experiment`` name, the ``cell_keys`` of its grid and
+  its ``config`` as JSON, for people: nothing reads it back) and the store's ``schema_version``.
+- ``cells``: one row per cell that ran to the end or failed: its key (the config hash), model label,
+  trained state, combination, defense, FL/WR/WS flags, status (``done`` | ``failed``), error text,
+  attempts, wall time, final test accuracy, the cell's full config, the attack settings and threat
+  model, and the package versions that produced it.
 - ``rounds``: per cell and federation round, the test accuracy and loss (from ``federation.json``).
-- ``results``: one row per (cell, round, partition_id, attacker) with the fields of CONTRACTS.md
-  "Result rows" plus the cell's columns, so that a row read alone says what produced it.
+- ``results``: one row per (cell, round, partition_id, attacker, method) with the fields of
+  ``fedsyn.results.fields.ResultRow`` (docs/results.md) plus the cell's columns, so that a row read
+  alone says what produced it.
+
+The report reads this store and nothing else: whatever it shows (labels of cells, the threat model, the
+current grid) is stored here, so results stay readable after the experiment schema changes.
 
 A cell is committed in one transaction (cell row, its rounds, its result rows), so a process killed at any
 moment leaves either all of a cell or none of it. The database runs in WAL mode: readers (a report built
@@ -28,53 +33,37 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .grid import Cell
+from fedsyn.errors import FedsynError
+from fedsyn.experiment.grid import Cell
 
-SCHEMA_VERSION = 1
+from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
+
+SCHEMA_VERSION = 2
+"""Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta."""
 DB_NAME = "results.db"
 
-RESULT_FIELDS: tuple[str, ...] = (
-    "round",
-    "partition_id",
-    "attacker",
-    "status",
-    "error",
-    "labels",
-    "mse",
-    "psnr",
-    "ssim",
-    "lpips",
-    "lpips_missing",
-    "mse_pct",
-    "label_acc",
-    "best_psnr",
-    "best_ssim",
-    "best_lpips",
-    "best_mse_pct",
-    "attack_seconds",
-    "iterations",
-    "image_path",
-)
-"""The fields of one result row as ``fedsyn.federation.evaluator.attack_capture`` returns it (besides ``cell_key``)."""
-
-CELL_FIELDS: tuple[str, ...] = ("model", "trained", "combo", "defense", "fl", "wr", "ws")
-VERSION_FIELDS: tuple[str, ...] = ("torch_version", "flwr_version", "fedsyn_version")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cells (
-    cell_key TEXT PRIMARY KEY,
-    experiment TEXT NOT NULL,
+_CELL_COLUMNS = """
     model TEXT NOT NULL,
     trained INTEGER NOT NULL,
     combo TEXT NOT NULL,
     defense TEXT NOT NULL,
     fl INTEGER NOT NULL,
     wr INTEGER NOT NULL,
-    ws INTEGER NOT NULL,
+    ws INTEGER NOT NULL,"""
+_VERSION_COLUMNS = """
+    torch_version TEXT NOT NULL,
+    flwr_version TEXT NOT NULL,
+    fedsyn_version TEXT NOT NULL"""
+_RESULT_COLUMNS = "".join(f"\n    {name} {sql}," for name, sql in RESULT_COLUMNS.items())
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_key TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,{_CELL_COLUMNS}
     status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
     error TEXT,
     attempts INTEGER NOT NULL,
@@ -82,10 +71,7 @@ CREATE TABLE IF NOT EXISTS cells (
     final_accuracy REAL,
     finished_at TEXT NOT NULL,
     cell_json TEXT NOT NULL,
-    attack_json TEXT NOT NULL,
-    torch_version TEXT NOT NULL,
-    flwr_version TEXT NOT NULL,
-    fedsyn_version TEXT NOT NULL
+    attack_json TEXT NOT NULL,{_VERSION_COLUMNS}
 );
 CREATE TABLE IF NOT EXISTS rounds (
     cell_key TEXT NOT NULL REFERENCES cells (cell_key) ON DELETE CASCADE,
@@ -95,45 +81,15 @@ CREATE TABLE IF NOT EXISTS rounds (
     PRIMARY KEY (cell_key, round)
 );
 CREATE TABLE IF NOT EXISTS results (
-    cell_key TEXT NOT NULL REFERENCES cells (cell_key) ON DELETE CASCADE,
-    round INTEGER NOT NULL,
-    partition_id INTEGER NOT NULL,
-    attacker TEXT NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    labels TEXT,
-    mse REAL,
-    psnr REAL,
-    ssim REAL,
-    lpips REAL,
-    lpips_missing TEXT,
-    mse_pct REAL,
-    label_acc REAL,
-    best_psnr REAL,
-    best_ssim REAL,
-    best_lpips REAL,
-    best_mse_pct REAL,
-    attack_seconds REAL,
-    iterations INTEGER,
-    image_path TEXT,
-    extra_json TEXT,
-    model TEXT NOT NULL,
-    trained INTEGER NOT NULL,
-    combo TEXT NOT NULL,
-    defense TEXT NOT NULL,
-    fl INTEGER NOT NULL,
-    wr INTEGER NOT NULL,
-    ws INTEGER NOT NULL,
-    attack_json TEXT NOT NULL,
-    torch_version TEXT NOT NULL,
-    flwr_version TEXT NOT NULL,
-    fedsyn_version TEXT NOT NULL,
-    PRIMARY KEY (cell_key, round, partition_id, attacker)
+    cell_key TEXT NOT NULL REFERENCES cells (cell_key) ON DELETE CASCADE,{_RESULT_COLUMNS}
+    extra_json TEXT,{_CELL_COLUMNS}
+    attack_json TEXT NOT NULL,{_VERSION_COLUMNS},
+    PRIMARY KEY ({", ".join(ROW_KEY)})
 );
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(FedsynError, RuntimeError):
     """A results database that cannot be used (wrong schema version, malformed rows)."""
 
 
@@ -195,7 +151,10 @@ class ResultStore:
                 )
         found = self.meta("schema_version")
         if found is not None and int(found) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has results schema version {found}; this fedsyn reads version {SCHEMA_VERSION}")
+            raise StoreError(
+                f"{self.path} has results schema version {found}; this fedsyn reads version {SCHEMA_VERSION} "
+                "(run the sweep into a new results directory)"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -223,9 +182,17 @@ class ResultStore:
             return None
         return None if found is None else found["value"]
 
-    def set_meta(self, name: str, value: str) -> None:
+    def set_experiment(self, name: str, cell_keys: Sequence[str], config_json: str) -> None:
+        """Record the experiment a run works on: its name, the keys of its grid's cells (the report shows
+        only those) and its config (for people reading the store)."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+            for key, value in (("experiment", name), ("cell_keys", json.dumps(list(cell_keys))), ("config", config_json)):
+                db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (key, value))
+
+    def current_keys(self) -> set[str] | None:
+        """The cell keys of the experiment last run into this store (None: no run recorded them)."""
+        found = self.meta("cell_keys")
+        return None if found is None else set(json.loads(found))
 
     def finished_keys(self) -> set[str]:
         """Keys of the cells that ran to the end (failed cells are not finished: a rerun retries them)."""
@@ -280,7 +247,7 @@ class ResultStore:
     ) -> None:
         """Store a finished cell, its per-round accuracy and its result rows in one transaction.
 
-        ``rows`` are result rows as CONTRACTS.md "Result rows" defines them; a row missing a field, or
+        ``rows`` are result rows as ``ResultRow.as_dict`` gives them (docs/results.md); a row missing a field, or
         belonging to another cell, is rejected before anything is written. Fields beyond the contract's
         are kept in ``extra_json``. ``rounds`` holds dicts with ``round``, ``accuracy`` and ``loss``.
         Committing a cell again (a retried failure) replaces its previous record.
@@ -342,7 +309,7 @@ class ResultStore:
         if cell_key is not None:
             query += " WHERE cell_key = ?"
             args = (cell_key,)
-        query += " ORDER BY cell_key, round, partition_id, attacker"
+        query += f" ORDER BY {', '.join(ROW_KEY)}"
         return [dict(row) for row in self._db.execute(query, args)]
 
     def cells(self) -> list[dict[str, Any]]:

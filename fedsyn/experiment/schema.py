@@ -1,6 +1,6 @@
 """The YAML experiment schema: everything a sweep does is decided here, before any work starts.
 
-An ``ExperimentConfig`` describes a grid; ``fedsyn.sweep.grid.expand`` turns it into ``Cell``s, one per
+An ``ExperimentConfig`` describes a grid; ``fedsyn.experiment.grid.expand`` turns it into ``Cell``s, one per
 (model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
 with the offending field named (pydantic) and, for closed choices, the allowed values listed.
 """
@@ -16,24 +16,27 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import attacks
-from fedsyn.defenses.config import DPSGD, DefenseConfig, DefenseSet, SecAgg
-from fedsyn.models import MODEL_NAMES
+from fedsyn.defenses import DPSGD, DefenseConfig, DefenseSet, SecAgg
+from fedsyn.errors import FedsynError
 from fedsyn.strict import StrictModel
 
-COMBOS: tuple[str, ...] = ("none", "ws", "wr", "wr+ws", "fl", "fl+ws", "fl+wr", "fl+wr+ws")
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagefolder", "photos")
-METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc")
+from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, PARTITION_SCHEMES, one_of
 
 
-class ConfigError(ValueError):
+class ConfigError(FedsynError, ValueError):
     """A config file that cannot be used; the message names the file and every bad field."""
 
 
 class DatasetSpec(StrictModel):
-    name: Literal["cifar10", "cifar100", "imagefolder", "photos"] = "photos"
+    name: str = "photos"
     root: Path | None = None
     download: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return one_of(name, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _imagefolder_needs_root(self) -> "DatasetSpec":
@@ -50,9 +53,7 @@ class ModelSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in MODEL_NAMES:
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
-        return name
+        return one_of(name, MODELS, "model")
 
     @property
     def label(self) -> str:
@@ -61,9 +62,14 @@ class ModelSpec(StrictModel):
 
 
 class PartitionSpec(StrictModel):
-    scheme: Literal["iid", "dirichlet", "shards"] = "iid"
+    scheme: str = "iid"
     alpha: float = Field(0.5, gt=0)
     shards_per_client: int = Field(2, ge=1)
+
+    @field_validator("scheme")
+    @classmethod
+    def _known(cls, scheme: str) -> str:
+        return one_of(scheme, PARTITION_SCHEMES, "partition scheme")
 
 
 class FederationSpec(StrictModel):
@@ -99,7 +105,7 @@ class FederationSpec(StrictModel):
 
 
 class BiomodGrid(StrictModel):
-    """Which FL/WR/WS combinations to run, and the methods' hyperparameters (METHODS.md defaults)."""
+    """Which FL/WR/WS combinations to run, and the methods' hyperparameters (docs/methods.md defaults)."""
 
     combos: Literal["all"] | tuple[str, ...] = "all"
     tau: float = Field(0.09, gt=0, lt=2)
@@ -156,11 +162,32 @@ class PretrainSpec(StrictModel):
 class AttackSpec(StrictModel):
     """Who attacks what, and with which inversion settings (``inversion`` is ``attacks.AttackConfig``)."""
 
-    attackers: tuple[Literal["oblivious", "informed"], ...] = ("oblivious",)
+    attackers: tuple[str, ...] = ("oblivious",)
+    methods: tuple[str, ...] = (attacks.DEFAULT_METHOD,)
     labels: Literal["known", "recovered"] = "known"
     clients: Literal["all"] | tuple[int, ...] = "all"
     rounds: tuple[int, ...] = (1,)
     inversion: attacks.AttackConfig = attacks.AttackConfig()
+
+    @field_validator("attackers")
+    @classmethod
+    def _known_attackers(cls, attackers: tuple[str, ...]) -> tuple[str, ...]:
+        return _distinct(tuple(one_of(name, ATTACKERS, "attacker") for name in attackers), "attack.attackers")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        """Every name a key of ``attacks.METHODS`` (the attack suite's registry), at least one."""
+        known = tuple(attacks.METHODS)
+        if not methods:
+            raise ValueError(f"name at least one attack method; allowed: {', '.join(known)}")
+        return _distinct(tuple(one_of(name, known, "attack method") for name in methods), "attack.methods")
+
+
+def _distinct(names: tuple[str, ...], field: str) -> tuple[str, ...]:
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field} lists a name twice: {list(names)}")
+    return names
 
 
 def _defense_set(item: Any) -> Any:
@@ -187,7 +214,7 @@ class ExperimentConfig(StrictModel):
     defenses: tuple[DefenseSet, ...] = Field((DefenseSet(),), min_length=1)
     grid: tuple[GridBlock, ...] = Field((), description="blocks of (combos x defenses); empty: the full product")
     attack: AttackSpec = AttackSpec()
-    metrics: tuple[Literal["mse", "psnr", "ssim", "lpips", "mse_pct", "label_acc"], ...] = METRICS
+    metrics: tuple[str, ...] = METRICS
 
     @field_validator("models", mode="before")
     @classmethod
@@ -202,6 +229,11 @@ class ExperimentConfig(StrictModel):
         if not isinstance(defenses, (list, tuple)):
             defenses = [defenses]
         return [_defense_set(item) for item in defenses]
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(one_of(name, METRICS, "metric") for name in metrics)
 
     @field_validator("trained")
     @classmethod
@@ -308,9 +340,6 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 __all__ = [
-    "COMBOS",
-    "DATASETS",
-    "METRICS",
     "AttackSpec",
     "BiomodGrid",
     "ConfigError",

@@ -41,16 +41,17 @@ asked every client for, ``num_examples`` the clients' total and ``loss`` their w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-if TYPE_CHECKING:
-    from fedsyn.sweep.grid import Cell
+from fedsyn.atomic import write_atomically, write_text_atomically
+from fedsyn.errors import FedsynError
+from fedsyn.experiment.grid import Cell
 
 CELL_FILE = "cell.json"
 INDEX_FILE = "index.jsonl"
@@ -60,7 +61,7 @@ AGGREGATE_ID = -1
 """The ``partition_id`` of a secure aggregate's index entry and of its result rows."""
 
 
-class CaptureError(ValueError):
+class CaptureError(FedsynError, ValueError):
     """A capture directory that is missing parts or does not parse."""
 
 
@@ -114,15 +115,8 @@ class IndexEntry:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({name: tensor.detach().cpu() for name, tensor in tensors.items()}, temporary)
-    os.replace(temporary, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, allow_nan=True))
-    os.replace(temporary, path)
+    cpu = {name: tensor.detach().cpu() for name, tensor in tensors.items()}
+    write_atomically(path, lambda temporary: torch.save(cpu, temporary))
 
 
 class CaptureWriter:
@@ -178,16 +172,20 @@ class CaptureWriter:
         self.rounds.append(summary)
 
     def write_summary(self, *, completed: bool, seconds: float) -> None:
-        _write_json(
+        write_text_atomically(
             self.directory / SUMMARY_FILE,
-            {
-                "format": FORMAT_VERSION,
-                "cell_key": self.cell.key,
-                "clients": self.cell.federation.clients,
-                "rounds": self.rounds,
-                "completed": completed,
-                "seconds": seconds,
-            },
+            json.dumps(
+                {
+                    "format": FORMAT_VERSION,
+                    "cell_key": self.cell.key,
+                    "clients": self.cell.federation.clients,
+                    "rounds": self.rounds,
+                    "completed": completed,
+                    "seconds": seconds,
+                },
+                indent=2,
+                allow_nan=True,
+            ),
         )
 
 
@@ -195,10 +193,6 @@ class Capture:
     """Read access to a capture directory (for the evaluator, reports and tests)."""
 
     def __init__(self, directory: Path) -> None:
-        from pydantic import ValidationError
-
-        from fedsyn.sweep.grid import Cell
-
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"capture directory not found: {directory}")

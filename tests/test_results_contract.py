@@ -1,0 +1,58 @@
+"""The result-row contract: one field list for the evaluator, the store and docs/results.md; the store
+refuses rows that break it; a store of another schema version is a one-line CLI error."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from fedsyn.cli import main
+from fedsyn.errors import FedsynError
+from fedsyn.experiment.grid import expand
+from fedsyn.experiment.schema import parse_config
+from fedsyn.results import RESULT_FIELDS, SCORE_FIELDS, ResultRow, StoreError, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = {"name": "contract", "models": ["lenet"], "biomod": {"combos": ["none"]}, "federation": {"clients": 2}}
+
+
+def test_docs_describe_every_field() -> None:
+    text = (REPO / "docs" / "results.md").read_text()
+    assert [name for name in (*RESULT_FIELDS, "cell_key", "aggregate_of") if f"`{name}`" not in text] == []
+
+
+def test_fields_come_from_the_row_and_cover_the_scores() -> None:
+    names = [f.name for f in fields(ResultRow)]
+    assert RESULT_FIELDS == tuple(n for n in names if n not in ("cell_key", "aggregate_of"))
+    assert set(SCORE_FIELDS) <= set(RESULT_FIELDS)
+    row = ResultRow(cell_key="k", round=1, partition_id=-1, attacker="informed", method="m", labels="known",
+                    aggregate_of=(0, 2))
+    assert set(row.as_dict()) == {"cell_key", *RESULT_FIELDS, "aggregate_of"} and row.as_dict()["aggregate_of"] == [0, 2]
+
+
+def test_store_columns_are_the_contract(tmp_path: Path) -> None:
+    cell = expand(parse_config(CONFIG))[0]
+    row = ResultRow(cell_key=cell.key, round=1, partition_id=0, attacker="oblivious", method="m", labels="known",
+                    status="not applicable", error="why not").as_dict()
+    with open_store(tmp_path) as store:
+        store.commit_cell(cell, [row])
+        with pytest.raises(StoreError, match="method"):
+            store.commit_cell(cell, [{k: v for k, v in row.items() if k != "method"}])
+        (stored,) = store.results()
+    assert {name: stored[name] for name in RESULT_FIELDS} == {name: row[name] for name in RESULT_FIELDS}
+
+
+def test_a_store_of_another_version_is_a_one_line_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with open_store(tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        db.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
+    with pytest.raises(StoreError) as caught:
+        open_store(tmp_path, readonly=True)
+    assert isinstance(caught.value, FedsynError)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "schema version 1" in err and "Traceback" not in err
