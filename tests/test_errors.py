@@ -11,10 +11,11 @@ from fedsyn.errors import FedsynError
 from fedsyn.evaluation.capture import CaptureError
 from fedsyn.experiment.schema import ConfigError
 from fedsyn.federation.settings import RunConfigError
+from fedsyn.federation.certs import CertificateError
+from fedsyn.federation.deployment import DeploymentError
 from fedsyn.federation.simulation import FederationError
 from fedsyn.models import UnknownModelError
 from fedsyn.results import StoreError
-from fedsyn.sweep.deployed import DeploymentError
 from fedsyn.sweep.runner import SweepLockedError
 
 USER_ERRORS = (
@@ -30,6 +31,7 @@ USER_ERRORS = (
     UnknownSchemeError,
     UnknownModelError,
     DPIncompatibleModelError,
+    CertificateError,
 )
 
 

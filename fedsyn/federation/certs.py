@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field, ValidationError, field_validator
 
+from fedsyn.errors import FedsynError
 from fedsyn.strict import StrictModel
 
 CA_CERT = "ca.crt"
@@ -47,7 +48,7 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
-class CertificateError(ValueError):
+class CertificateError(FedsynError, ValueError):
     """The certificate folder cannot be written as asked."""
 
 

@@ -26,6 +26,8 @@ import socket
 import time
 from pathlib import Path
 
+from fedsyn.errors import FedsynError
+
 from . import certs as credentials
 
 SUPERLINK_FLAGS: tuple[str, ...] = ("--disable-runtime-dependency-installation",)
@@ -44,7 +46,7 @@ ENVIRONMENT: dict[str, str] = {
 """Environment of every Flower process: no telemetry, no update check (offline machines)."""
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(FedsynError, RuntimeError):
     """The SuperLink could not be reached, or a step of the deployment failed."""
 
 
