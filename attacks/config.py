@@ -130,9 +130,9 @@ class AttackConfig(BaseModel):
     plateau_window: int | None = Field(
         200,
         ge=1,
-        description="plateau rule, in iterations: when no restart's best matching loss improved by more than "
-        "plateau_tol (relative) over this many iterations at the current step size, the step size drops to the "
-        "next milestone's, or, after the last milestone, the attack stops (converged); None: off",
+        description="plateau rule, in iterations: when, after the last milestone, no restart's best matching loss "
+        "improved by more than plateau_tol (relative) over this many iterations, the attack stops (converged); "
+        "None: off",
     )
     plateau_tol: float = Field(1e-3, gt=0, lt=1, description="relative improvement below which the loss has plateaued")
     loss_tol: float = Field(1e-6, ge=0, description="stop (converged) once a restart's matching loss is at most this")

@@ -17,9 +17,9 @@ by the matching loss alone. ``R_bn`` is the BatchNorm feature-statistics prior o
 Stopping and convergence. Beside the budget, two rules end a run: a restart's matching loss at most
 ``loss_tol``, and a plateau. Let b_t be a restart's best matching loss up to iteration t. The loss has
 plateaued at t when, for every restart, b_{t-W} - b_t <= plateau_tol * b_{t-W} with W = ``plateau_window``
-and all of t-W .. t at the current step size (checked every few iterations). A plateau before the last
-milestone moves the step size on to the next milestone's (as a plateau-driven schedule would; running
-on at a step size that no longer helps only spends budget); a plateau after it stops the run.
+and all of t-W .. t at the current step size (checked every few iterations). Only a plateau after the
+last milestone stops the run: the schedule before it is kept whole, because a plateau-driven schedule
+that cut the large steps short measurably lost quality against breaching at the same budget.
 ``stats["converged"]`` is true when the run stopped on one of the two rules, or when it used its whole
 budget and the plateau condition held over its last W iterations; a run still improving at the end of
 its budget is not converged.
@@ -410,11 +410,9 @@ class _Attack:
                 if bool((history[run] <= cfg.loss_tol).any()):
                     reason = "loss below tolerance"
                     break
-                if self._plateau(history, run, phase_start):
-                    if phase == len(milestones):
-                        reason = "plateau"
-                        break
-                    phase, phase_start = phase + 1, run
+                if phase == len(milestones) and self._plateau(history, run, phase_start):
+                    reason = "plateau"
+                    break
         if reason == "budget" and (bool((history[run] <= cfg.loss_tol).any()) or self._plateau(history, run, 0)):
             reason = "plateau" if self._plateau(history, run, 0) else "loss below tolerance"
         return _Run(best_x, best_match, curve[:run], run, reason)

@@ -94,8 +94,9 @@ def gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
 
 
-def breaching_attack(model, target, labels, iterations: int, tv: float) -> tuple[torch.Tensor, float]:
-    """breaching's ``invertinggradients`` on ``target``: images in [0, 1] and ms per iteration.
+def breaching_attack(model, target, labels, iterations: int, tv: float, device: str) -> tuple[torch.Tensor, float]:
+    """breaching's ``invertinggradients`` on ``target``, on ``device`` like ours: images in [0, 1] and ms per
+    iteration.
 
     The timing covers its whole ``reconstruct`` call (the model copy and the final scoring are a few
     milliseconds next to 2,000 iterations)."""
@@ -111,18 +112,18 @@ def breaching_attack(model, target, labels, iterations: int, tv: float) -> tuple
             f"optim.max_iterations={iterations}", f"regularization.total_variation.scale={tv}",
             f"optim.callback={iterations + 1}",
         ])
-    setup = dict(dtype=torch.float, device=torch.device("cpu"))
+    setup = dict(dtype=torch.float, device=torch.device(device))
     attacker = breaching.attacks.prepare_attack(model, torch.nn.CrossEntropyLoss(), config, setup)
     metadata = OmegaConf.create(dict(shape=[3, 32, 32], mean=list(MEAN), std=list(STD), modality="vision", classes=10))
     payload = [dict(parameters=[p.detach() for p in model.parameters()], buffers=list(model.buffers()), metadata=metadata)]
-    shared = [dict(gradients=list(target), buffers=None,
-                   metadata=dict(num_data_points=len(labels), labels=labels, local_hyperparams=None))]
+    shared = [dict(gradients=[t.to(device) for t in target], buffers=None,
+                   metadata=dict(num_data_points=len(labels), labels=labels.to(device), local_hyperparams=None))]
     torch.manual_seed(0)  # breaching draws its initial images from the global generator
     start = time.perf_counter()
     result, _ = attacker.reconstruct(payload, shared, {}, dryrun=False)
     seconds = time.perf_counter() - start
     mean, std = torch.tensor(MEAN).view(1, -1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1)
-    return (result["data"] * std + mean).clamp(0, 1), 1000 * seconds / iterations
+    return (result["data"].cpu() * std + mean).clamp(0, 1), 1000 * seconds / iterations
 
 
 def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: argparse.Namespace,
@@ -149,7 +150,7 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
     }
     if args.reference:
         ref_tv = args.reference_tv if args.reference_tv is not None else REFERENCE_TV.get(name, 0.2)
-        ref_images, ref_ms = breaching_attack(model, target, labels, args.iterations, ref_tv)
+        ref_images, ref_ms = breaching_attack(model, target, labels, args.iterations, ref_tv, args.device)
         ref_scores = attacks.metrics.score(ref_images, images, lpips=False)
         result.update(ref_tv=ref_tv, ref_psnr=ref_scores["psnr"], ref_ms_it=ref_ms)
     return result
