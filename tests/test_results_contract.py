@@ -14,6 +14,7 @@ from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import parse_config
 from fedsyn.results import RESULT_FIELDS, SCORE_FIELDS, ResultRow, StoreError, open_store
+from fedsyn.results.fields import EXTRA_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"name": "contract", "models": ["lenet"], "biomod": {"combos": ["none"]}, "federation": {"clients": 2}}
@@ -21,12 +22,12 @@ CONFIG = {"name": "contract", "models": ["lenet"], "biomod": {"combos": ["none"]
 
 def test_docs_describe_every_field() -> None:
     text = (REPO / "docs" / "results.md").read_text()
-    assert [name for name in (*RESULT_FIELDS, "cell_key", "aggregate_of") if f"`{name}`" not in text] == []
+    assert [name for name in (*RESULT_FIELDS, "cell_key", *EXTRA_FIELDS) if f"`{name}`" not in text] == []
 
 
 def test_fields_come_from_the_row_and_cover_the_scores() -> None:
     names = [f.name for f in fields(ResultRow)]
-    assert RESULT_FIELDS == tuple(n for n in names if n not in ("cell_key", "aggregate_of"))
+    assert RESULT_FIELDS == tuple(n for n in names if n not in ("cell_key", *EXTRA_FIELDS))
     assert set(SCORE_FIELDS) <= set(RESULT_FIELDS)
     row = ResultRow(cell_key="k", round=1, partition_id=-1, attacker="informed", method="m", labels="known",
                     aggregate_of=(0, 2))
