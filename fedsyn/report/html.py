@@ -131,7 +131,7 @@ def _facts_html(facts: Sequence[tuple[str, str]]) -> str:
 def group_html(group: TableGroup, cells: Sequence[dict[str, Any]], index: int) -> str:
     e = html.escape
     mine = [c for c in cells if c["cell_key"] in group.cell_keys]
-    facts = experiment_facts(mine, group.worst.rows + [r for t in group.methods for r in t.rows], group.attacker)
+    facts = experiment_facts(mine, [row for table in group.methods for row in table.rows], group.attacker)
     parts = [
         f"<h2 id='table{index}'>Defense: {e(group.defense)}; attacker: {e(group.attacker)}; labels {e(group.labels)}</h2>",
         _facts_html(facts),
