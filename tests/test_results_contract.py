@@ -57,3 +57,17 @@ def test_a_store_of_another_version_is_a_one_line_cli_error(tmp_path: Path, caps
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "schema version 1" in err and "Traceback" not in err
+
+
+def test_reference_scores_are_those_of_the_mean_colour() -> None:
+    """ref_mse of the trivial reconstruction is the images' mean squared distance to the mean colour."""
+    import torch
+
+    from fedsyn.evaluation.evaluator import reference_scores
+
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean = (0.2, 0.5, 0.7)
+    scores = reference_scores(images, mean)
+    expected = ((images - torch.tensor(mean).view(1, 3, 1, 1)) ** 2).mean().item()
+    assert scores["ref_mse"] == pytest.approx(expected, rel=1e-5)
+    assert set(scores) == {"ref_mse", "ref_psnr", "ref_ssim", "ref_mse_pct"}
