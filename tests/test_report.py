@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import html as html_text
+import math
 import re
 import statistics
 from pathlib import Path
@@ -55,10 +56,10 @@ def psnr_of(combo: str, method: str, p: int) -> float | None:
     return table[(combo, method)]
 
 
-def make_row(results: Path, cell, p: int, method: str, ref_psnr: float) -> dict:
+def make_row(results: Path, cell, p: int, method: str, ref_psnr: float, exact: bool = False) -> dict:
     row = {name: None for name in RESULT_FIELDS}
     row.update(round=1, partition_id=p, attacker="oblivious", method=method, labels="known", seed=0)
-    psnr = psnr_of(cell.combo, method, p)
+    psnr = math.inf if exact and (cell.combo, method) == ("none", "analytic") else psnr_of(cell.combo, method, p)
     if psnr is None:
         row.update(status="not applicable", error="the model has no fully connected input layer")
         return row
@@ -67,11 +68,11 @@ def make_row(results: Path, cell, p: int, method: str, ref_psnr: float) -> dict:
     mpimg.imsave(results / image_rel, np.random.default_rng(p).random((2 * 34 + 2, 2 * 34 + 2, 3)))
     row.update(
         status="ok",
-        mse=10 ** (-psnr / 10),
+        mse=0.0 if math.isinf(psnr) else 10 ** (-psnr / 10),
         psnr=psnr,
-        ssim=psnr / 100,
+        ssim=1.0 if math.isinf(psnr) else psnr / 100,
         lpips_missing=LPIPS_REASON,
-        mse_pct=100 - psnr,
+        mse_pct=0.0 if math.isinf(psnr) else 100 - psnr,
         label_acc=1.0,
         ref_mse=10 ** (-ref_psnr / 10),
         ref_psnr=ref_psnr,
@@ -86,7 +87,7 @@ def make_row(results: Path, cell, p: int, method: str, ref_psnr: float) -> dict:
     return row
 
 
-def fill(directory: Path, *, ref_psnr: float, fail_last: bool = False) -> list:
+def fill(directory: Path, *, ref_psnr: float, fail_last: bool = False, exact: bool = False) -> list:
     config = parse_config(CONFIG)
     cells = expand(config)
     with open_store(directory) as store:
@@ -94,7 +95,8 @@ def fill(directory: Path, *, ref_psnr: float, fail_last: bool = False) -> list:
             if fail_last and index == len(cells) - 1:
                 store.record_failure(cell, "Traceback ...\nValueError: a deliberately broken cell")
                 continue
-            rows = [make_row(directory, cell, p, m, ref_psnr) for p in range(CLIENTS) for m in CONFIG["attack"]["methods"]]
+            methods = CONFIG["attack"]["methods"]
+            rows = [make_row(directory, cell, p, m, ref_psnr, exact) for p in range(CLIENTS) for m in methods]
             store.commit_cell(cell, rows, rounds=[{"round": 1, "accuracy": 0.1 * (index + 1), "loss": 2.0}], seconds=1.0)
         store.set_experiment(config.name, [cell.key for cell in cells], config.model_dump_json())
     return cells
@@ -199,6 +201,17 @@ def test_a_baseline_that_does_not_leak_marks_nothing(tmp_path):
     assert worst["none"]["baseline_leaks"] == "0"
     assert all(line["most_private"] == "0" for line in worst.values())
     assert "not evidence" in (tmp_path / "report" / "tables.md").read_text()
+
+
+def test_exact_reconstructions_of_the_baseline(tmp_path):
+    """An infinite baseline PSNR (the analytic attack's exact images) leaks; the ranks still compare."""
+    fill(tmp_path, ref_psnr=11.0, exact=True)
+    html = html_text.unescape(build_report(tmp_path, resamples=RESAMPLES).read_text())
+    worst = lines_of(tmp_path, WORST_CASE, "psnr")
+    assert worst["none"]["mean"] == "inf" and worst["none"]["baseline_leaks"] == "1"
+    assert worst["fl"]["delta"] == "nan" and worst["fl"]["verdict"] == "more private"
+    assert "the attack leaks on the baseline (undefended PSNR inf dB" in html
+    assert (tmp_path / "report" / "privacy_utility.png").stat().st_size > 10_000
 
 
 def test_export_and_utility_files(report):

@@ -55,10 +55,14 @@ TABLE_CSV_FIELDS: tuple[str, ...] = (
 )
 
 
-def with_extra(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row with the fields the store kept in ``extra_json`` (e.g. ``image_psnr``) as its own keys."""
+def with_extra(row: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
+    """A stored row with the fields the store kept in ``extra_json`` (e.g. ``image_psnr``) as its own keys,
+    and its ``seed`` (the cell's, from ``seeds``, where the row does not record one)."""
     extra = json.loads(row["extra_json"]) if row.get("extra_json") else {}
-    return {**extra, **{k: v for k, v in row.items() if k != "extra_json"}}
+    merged = {**extra, **{k: v for k, v in row.items() if k != "extra_json"}}
+    if merged.get("seed") is None:
+        merged["seed"] = seeds.get(row["cell_key"])
+    return merged
 
 
 def write_tables_csv(groups: list[TableGroup], path: Path) -> None:
@@ -105,8 +109,9 @@ def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10
     check_metric(metric)
     results_dir = Path(results_dir)
     with open_store(results_dir, readonly=True) as store:
-        rows = [with_extra(row) for row in store.results()]
         cells = store.cells()
+        seeds = {cell["cell_key"]: json.loads(cell["cell_json"]).get("seed") for cell in cells}
+        rows = [with_extra(row, seeds) for row in store.results()]
         name = store.meta("experiment") or results_dir.name
         current = store.current_keys()
     stale = 0

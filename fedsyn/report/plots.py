@@ -3,7 +3,8 @@
 One panel per (model column, attacker); x = the federated model's final test accuracy, y = the mean
 worst-case score. Colour = combination, marker = defense set, both explained in legends outside the
 axes; the dashed line is the trivial reconstruction's mean score (``report.baseline``), below which (for
-PSNR) an attack has recovered nothing.
+PSNR) an attack has recovered nothing. An infinite mean (an exact reconstruction) is drawn above the
+panel's finite values and labelled "inf".
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ def _colour(combo: str) -> tuple[float, ...]:
 
 def privacy_utility_plot(points: Sequence[UtilityPoint], metric: str, path: Path) -> Path | None:
     """Draw ``points`` (one method's, normally the worst case) for ``metric``; None when nothing to draw."""
-    usable = [
-        p for p in points
-        if p.accuracy is not None and p.means.get(metric) is not None and math.isfinite(p.means[metric])
-    ]
+    usable = [p for p in points if p.accuracy is not None and p.means.get(metric) is not None]
     if not usable:
         return None
     panels = sorted({((p.model, p.trained), p.attacker) for p in usable}, key=lambda g: (column_rank(g[0]), g[1]))
@@ -50,10 +48,17 @@ def privacy_utility_plot(points: Sequence[UtilityPoint], metric: str, path: Path
     reference_drawn = False
     for ax, (column, attacker) in zip(axes.flat, panels):
         members = [p for p in usable if ((p.model, p.trained), p.attacker) == (column, attacker)]
+        references = [p.reference.get(metric) for p in members if p.reference.get(metric) is not None]
+        finite = [p.means[metric] for p in members if math.isfinite(p.means[metric])] + references
+        top = max(finite, default=1.0)
+        ceiling = top + 0.1 * (abs(top) or 1.0)  # where an infinite mean (an exact reconstruction's PSNR) is drawn
         for p in members:
+            value = p.means[metric]
+            if not math.isfinite(value):
+                ax.annotate("inf", (p.accuracy, ceiling), textcoords="offset points", xytext=(6, -3), fontsize=8)
             ax.scatter(
                 p.accuracy,
-                p.means[metric],
+                value if math.isfinite(value) else ceiling,
                 marker=_MARKERS[defenses.index(p.defense) % len(_MARKERS)],
                 s=60,
                 color=_colour(p.combo),
@@ -61,7 +66,6 @@ def privacy_utility_plot(points: Sequence[UtilityPoint], metric: str, path: Path
                 linewidths=0.5,
                 zorder=3,
             )
-        references = [p.reference.get(metric) for p in members if p.reference.get(metric) is not None]
         if references:
             ax.axhline(sum(references) / len(references), color="grey", linestyle="--", linewidth=1.2, zorder=1)
             reference_drawn = True
