@@ -251,7 +251,8 @@ def write_html(
         links = " · ".join(
             f"<a href='#table{i}'>{e(g.defense)} / {e(g.attacker)} / labels {e(g.labels)}</a>" for i, g in enumerate(groups)
         )
-        parts.append(f"<p>Tables: {links} · <a href='#utility'>privacy against utility</a> · <a href='#grids'>reconstructions</a></p>")
+        more = "<a href='#utility'>privacy against utility</a> · <a href='#grids'>reconstructions</a>"
+        parts.append(f"<p>Tables: {links} · {more}</p>")
         parts += [group_html(group, cells, i) for i, group in enumerate(groups)]
     else:
         parts.append("<p>No finished cells yet.</p>")

@@ -213,7 +213,9 @@ def report_tables(
     result = []
     for (defense, attacker, labels), group in sorted(groups.items(), key=lambda item: (item[0][0] != "none", item[0])):
         failed = [c for c in cells if c["status"] == "failed" and c["defense"] == defense]
-        options = {"defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed, "resamples": resamples}
+        options = {
+            "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed, "resamples": resamples
+        }
         methods = _order((row["method"] for row in group), ())
         result.append(
             TableGroup(

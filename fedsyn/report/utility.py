@@ -66,7 +66,9 @@ def privacy_utility(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, An
         for (key, attacker, method), group in groups.items()
     ]
     rank = {combo: i for i, combo in enumerate(COMBOS)}
-    points.sort(key=lambda p: (p.defense != "none", p.defense, p.attacker, p.method, p.model, p.trained, rank.get(p.combo, 99)))
+    points.sort(
+        key=lambda p: (p.defense != "none", p.defense, p.attacker, p.method, p.model, p.trained, rank.get(p.combo, 99))
+    )
     return points
 
 
