@@ -71,3 +71,15 @@ def test_reference_scores_are_those_of_the_mean_colour() -> None:
     expected = ((images - torch.tensor(mean).view(1, 3, 1, 1)) ** 2).mean().item()
     assert scores["ref_mse"] == pytest.approx(expected, rel=1e-5)
     assert set(scores) == {"ref_mse", "ref_psnr", "ref_ssim", "ref_mse_pct"}
+
+
+def test_a_version_2_store_is_read_but_not_written(tmp_path: Path) -> None:
+    cell = expand(parse_config(CONFIG))[0]
+    with open_store(tmp_path) as store:
+        store.commit_cell(cell, [])
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        db.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+    with open_store(tmp_path, readonly=True) as store:
+        assert [c["cell_key"] for c in store.cells()] == [cell.key]
+    with pytest.raises(StoreError, match="writes version 3"):
+        open_store(tmp_path)

@@ -37,7 +37,7 @@ table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; } td.flag { text-align: center; min-width: 1.6em; }
 .metrics { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
-.metrics h4 { margin: 0.6em 0 0; }
+.metrics h4 { margin: 0.6em 0 0; } .metrics > div { max-width: 100%; overflow-x: auto; }
 td .cmp { color: #555; font-size: 0.85em; white-space: nowrap; }
 td.more { background: #e3f4e1; } td.less { background: #fbe3e0; } td.noev { color: #888; background: #f7f7f7; }
 td.best { outline: 2px solid #b8860b; font-weight: bold; } td.failed { color: #a00; }
