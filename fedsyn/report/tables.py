@@ -34,6 +34,9 @@ METRIC_NAMES: dict[str, str] = {
     "mse": "MSE",
 }
 DIGITS: dict[str, int] = {"psnr": 2, "ssim": 3, "lpips": 3, "mse_pct": 2, "mse": 4}
+SMALL_N = 6
+"""Below this many reconstructions a cell's interval and tests are flagged as description only (with 5 or
+fewer unequal pairs no Wilcoxon test reaches p < 0.05, docs/statistics.md)."""
 PAIR_FIELDS: tuple[str, ...] = ("seed", "round", "partition_id")
 """What pairs two reconstructions across the rows of a column: the same seed, round and attacked client
 (the same true images, since batch selection depends on these alone)."""
@@ -231,10 +234,15 @@ def report_tables(
     return result
 
 
-def _number(value: float, metric: str) -> str:
+def _number(value: float, metric: str, *, signed: bool = False) -> str:
+    """``value`` at the metric's digits; magnitudes too small for them in scientific notation."""
     if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.{DIGITS[metric]}f}"
+        return ("+" if signed else "") + "inf" if value > 0 else "-inf"
+    sign = "+" if signed else ""
+    digits = DIGITS[metric]
+    if value != 0 and abs(value) < 10.0 ** -digits:
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign}.{digits}f}"
 
 
 def cell_text(table: ReportTable, metric: str, combo: str, column: Column) -> tuple[str, str]:
@@ -252,9 +260,10 @@ def cell_text(table: ReportTable, metric: str, combo: str, column: Column) -> tu
         return value, "baseline"
     if math.isnan(cell.p_holm):
         return value, "no paired test"
-    delta = "Δ undefined" if math.isnan(cell.delta) else f"Δ {cell.delta:+.{DIGITS[metric]}f}"
+    delta = "Δ undefined" if math.isnan(cell.delta) else f"Δ {_number(cell.delta, metric, signed=True)}"
     if not math.isnan(cell.delta_ci_low):
-        delta += f" [{cell.delta_ci_low:+.{DIGITS[metric]}f}, {cell.delta_ci_high:+.{DIGITS[metric]}f}]"
+        low, high = (_number(v, metric, signed=True) for v in (cell.delta_ci_low, cell.delta_ci_high))
+        delta += f" [{low}, {high}]"
     verdict = cell.verdict if table.evidence(column) else f"{cell.verdict}, not evidence"
     return value, f"{delta}, p_holm={cell.p_holm:.3g}: {verdict}"
 
@@ -262,6 +271,12 @@ def cell_text(table: ReportTable, metric: str, combo: str, column: Column) -> tu
 def table_notes(table: ReportTable) -> list[str]:
     """Everything a reader must know about a table's numbers, one sentence each."""
     notes = [table.baseline[column].text(column_title(column)) for column in table.columns]
+    small = sorted({cell.n for stats in table.stats.values() for cell in stats.cells.values() if 2 <= cell.n < SMALL_N})
+    if small:
+        notes.append(
+            f"Cells with n = {', '.join(map(str, small))}: a bootstrap interval cannot reach beyond the range of so "
+            "few values, so it is too narrow, and no paired test can be significant; read these cells as description."
+        )
     for (combo, column), (stalled, total) in sorted(table.not_converged.items()):
         notes.append(f"{combo}, {column_title(column)}: {stalled} of {total} attacks did not converge (marked †).")
     for metric in METRIC_ORDER:
