@@ -24,6 +24,7 @@ from .tables import (
     cell_text,
     column_title,
     flag_marks,
+    format_value,
     table_notes,
 )
 from .utility import UtilityPoint
@@ -170,12 +171,14 @@ def _utility_html(points: Sequence[UtilityPoint]) -> str:
     head += [METRIC_NAMES[m] for m in METRIC_ORDER]
     lines = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
 
-    def number(value: float | None, digits: int = 3) -> str:
-        return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    def number(value: float | None, metric: str | None = None) -> str:
+        if value is None or math.isnan(value):
+            return "-"
+        return f"{value:.3f}" if metric is None else format_value(value, metric)
 
     for p in points:
         values = [p.model, str(p.trained), p.combo, p.defense, p.attacker, str(p.n), number(p.accuracy)]
-        values += [number(p.means[m]) for m in METRIC_ORDER]
+        values += [number(p.means[m], m) for m in METRIC_ORDER]
         lines.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>")
     lines.append("</table>")
     return "\n".join(lines)

@@ -234,7 +234,7 @@ def report_tables(
     return result
 
 
-def _number(value: float, metric: str, *, signed: bool = False) -> str:
+def format_value(value: float, metric: str, *, signed: bool = False) -> str:
     """``value`` at the metric's digits; magnitudes too small for them in scientific notation."""
     if math.isinf(value):
         return ("+" if signed else "") + "inf" if value > 0 else "-inf"
@@ -252,17 +252,17 @@ def cell_text(table: ReportTable, metric: str, combo: str, column: Column) -> tu
     cell = table.cell(metric, combo, column)
     if cell is None or cell.n == 0:
         return ("missing" if table.missing.get(metric) else "-"), ""
-    value = _number(cell.mean, metric)
+    value = format_value(cell.mean, metric)
     if not math.isnan(cell.ci_low):
-        value += f" [{_number(cell.ci_low, metric)}, {_number(cell.ci_high, metric)}]"
+        value += f" [{format_value(cell.ci_low, metric)}, {format_value(cell.ci_high, metric)}]"
     value += f" (n={cell.n})"
     if cell.verdict == "baseline":
         return value, "baseline"
     if math.isnan(cell.p_holm):
         return value, "no paired test"
-    delta = "Δ undefined" if math.isnan(cell.delta) else f"Δ {_number(cell.delta, metric, signed=True)}"
+    delta = "Δ undefined" if math.isnan(cell.delta) else f"Δ {format_value(cell.delta, metric, signed=True)}"
     if not math.isnan(cell.delta_ci_low):
-        low, high = (_number(v, metric, signed=True) for v in (cell.delta_ci_low, cell.delta_ci_high))
+        low, high = (format_value(v, metric, signed=True) for v in (cell.delta_ci_low, cell.delta_ci_high))
         delta += f" [{low}, {high}]"
     verdict = cell.verdict if table.evidence(column) else f"{cell.verdict}, not evidence"
     return value, f"{delta}, p_holm={cell.p_holm:.3g}: {verdict}"
@@ -274,8 +274,8 @@ def table_notes(table: ReportTable) -> list[str]:
     small = sorted({cell.n for stats in table.stats.values() for cell in stats.cells.values() if 2 <= cell.n < SMALL_N})
     if small:
         notes.append(
-            f"Cells with n = {', '.join(map(str, small))}: a bootstrap interval cannot reach beyond the range of so "
-            "few values, so it is too narrow, and no paired test can be significant; read these cells as description."
+            f"Cells with n = {', '.join(map(str, small))}: with so few values the bootstrap interval is too narrow "
+            "(it never reaches beyond their range) and no paired test can be significant; read them as description."
         )
     for (combo, column), (stalled, total) in sorted(table.not_converged.items()):
         notes.append(f"{combo}, {column_title(column)}: {stalled} of {total} attacks did not converge (marked †).")
