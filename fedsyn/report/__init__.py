@@ -59,7 +59,8 @@ def with_extra(row: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
     """A stored row with the fields the store kept in ``extra_json`` (e.g. ``image_psnr``) as its own keys,
     and its ``seed`` (the cell's, from ``seeds``, where the row does not record one)."""
     extra = json.loads(row["extra_json"]) if row.get("extra_json") else {}
-    merged = {**extra, **{k: v for k, v in row.items() if k != "extra_json"}}
+    merged = {k: v for k, v in row.items() if k != "extra_json"}
+    merged.update({k: v for k, v in extra.items() if k not in merged})
     if merged.get("seed") is None:
         merged["seed"] = seeds.get(row["cell_key"])
     return merged
