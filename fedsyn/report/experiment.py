@@ -82,8 +82,9 @@ def experiment_facts(
     targets = {(row["cell_key"], row.get("seed"), row["round"], row["partition_id"]) for row in rows}
 
     def dataset(c: dict[str, Any]) -> str:
-        options = ", ".join(f"{k}={v}" for k, v in sorted(c["dataset"]["options"].items()))
-        return c["dataset"]["name"] + (f" ({options})" if options else "")
+        details = [f"{k}={v}" for k, v in sorted(c["dataset"]["options"].items())]
+        details += [f"from {c['dataset']['root']}"] if c["dataset"].get("root") else []
+        return c["dataset"]["name"] + (f" ({', '.join(details)})" if details else "")
 
     return [
         ("dataset", _values(configs, dataset)),
