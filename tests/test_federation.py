@@ -174,6 +174,8 @@ def test_attack_one_client_on_a_small_budget(run: Capture, tmp_path: Path) -> No
         assert math.isfinite(ok[metric]), metric
     assert ok["lpips"] is not None or ok["lpips_missing"]
     assert (tmp_path / ok["image_path"]).is_file()
+    assert sum(ok["image_psnr"]) / len(ok["image_psnr"]) == pytest.approx(ok["psnr"])
+    assert all(math.isfinite(ok[f"ref_{metric}"]) for metric in ("mse", "psnr", "ssim", "mse_pct"))
     rejected = by_client[FAULTY]
     assert rejected["status"] == "rejected" and "NaN" in rejected["error"] and rejected["mse"] is None
 

@@ -14,6 +14,7 @@ from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import parse_config
 from fedsyn.results import RESULT_FIELDS, SCORE_FIELDS, ResultRow, StoreError, open_store
+from fedsyn.results.fields import EXTRA_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"name": "contract", "models": ["lenet"], "biomod": {"combos": ["none"]}, "federation": {"clients": 2}}
@@ -21,12 +22,12 @@ CONFIG = {"name": "contract", "models": ["lenet"], "biomod": {"combos": ["none"]
 
 def test_docs_describe_every_field() -> None:
     text = (REPO / "docs" / "results.md").read_text()
-    assert [name for name in (*RESULT_FIELDS, "cell_key", "aggregate_of") if f"`{name}`" not in text] == []
+    assert [name for name in (*RESULT_FIELDS, "cell_key", *EXTRA_FIELDS) if f"`{name}`" not in text] == []
 
 
 def test_fields_come_from_the_row_and_cover_the_scores() -> None:
     names = [f.name for f in fields(ResultRow)]
-    assert RESULT_FIELDS == tuple(n for n in names if n not in ("cell_key", "aggregate_of"))
+    assert RESULT_FIELDS == tuple(n for n in names if n not in ("cell_key", *EXTRA_FIELDS))
     assert set(SCORE_FIELDS) <= set(RESULT_FIELDS)
     row = ResultRow(cell_key="k", round=1, partition_id=-1, attacker="informed", method="m", labels="known",
                     aggregate_of=(0, 2))
@@ -56,3 +57,29 @@ def test_a_store_of_another_version_is_a_one_line_cli_error(tmp_path: Path, caps
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "schema version 1" in err and "Traceback" not in err
+
+
+def test_reference_scores_are_those_of_the_mean_colour() -> None:
+    """ref_mse of the trivial reconstruction is the images' mean squared distance to the mean colour."""
+    import torch
+
+    from fedsyn.evaluation.evaluator import reference_scores
+
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean = (0.2, 0.5, 0.7)
+    scores = reference_scores(images, mean)
+    expected = ((images - torch.tensor(mean).view(1, 3, 1, 1)) ** 2).mean().item()
+    assert scores["ref_mse"] == pytest.approx(expected, rel=1e-5)
+    assert set(scores) == {"ref_mse", "ref_psnr", "ref_ssim", "ref_mse_pct"}
+
+
+def test_a_version_2_store_is_read_but_not_written(tmp_path: Path) -> None:
+    cell = expand(parse_config(CONFIG))[0]
+    with open_store(tmp_path) as store:
+        store.commit_cell(cell, [])
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        db.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+    with open_store(tmp_path, readonly=True) as store:
+        assert [c["cell_key"] for c in store.cells()] == [cell.key]
+    with pytest.raises(StoreError, match="writes version 3"):
+        open_store(tmp_path)

@@ -40,7 +40,7 @@ import attacks
 from fedsyn.data import ImageDataset
 from fedsyn.experiment.grid import Cell
 from fedsyn.experiment.schema import AttackSpec
-from fedsyn.results.fields import SCORE_FIELDS, ResultRow
+from fedsyn.results.fields import REFERENCE_OF, SCORE_FIELDS, ResultRow
 from fedsyn.seeding import derive_seed
 from fedsyn.task.data import client_partitions, dataset_spec, load_split
 from fedsyn.task.model import server_model
@@ -92,6 +92,14 @@ def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, 
     path.parent.mkdir(parents=True, exist_ok=True)
     paired = rec_images.detach().cpu()[pairing].clamp(0, 1)
     save_image(torch.cat([true_images.cpu(), paired]), path, nrow=len(true_images), padding=2)
+
+
+def reference_scores(true_images: torch.Tensor, mean: tuple[float, ...]) -> dict[str, float]:
+    """``ref_<metric>`` of a trivial reconstruction that needs no update: every image the training split's
+    mean colour (the report's baseline check compares the attack with it)."""
+    flat = torch.tensor(mean, dtype=true_images.dtype).view(1, -1, 1, 1).expand_as(true_images).contiguous()
+    scores = attacks.metrics.score(flat, true_images.cpu(), lpips=False)
+    return {f"ref_{name}": scores.get(name) for name in REFERENCE_OF}
 
 
 def attack_entry(
@@ -153,6 +161,8 @@ def attack_with(
         method,
         attack,
         **{name: scores.get(name) for name in SCORE_FIELDS},
+        **reference_scores(true_images, train.mean),
+        image_psnr=tuple(image["psnr"] for image in scores.per_image),
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
         iterations=rec.stats.get("iterations", config.iterations),

@@ -1,54 +1,118 @@
-"""Reports of a results directory: the paper-style tables, privacy against utility, image grids, HTML.
+"""Reports of a results directory: privacy tables with statistics, privacy against utility, image grids.
 
 ``build_report(DIR)`` reads ``DIR/results.db`` (read-only: it may run while the sweep is still going) and
 writes::
 
     DIR/report.html                 everything below, images inline, readable offline
-    DIR/report/table_<metric>.md    one paper-style table per (defense, attacker, labels, attack method)
-    DIR/report/table_<metric>.csv   the same cells, one CSV line each (mean, std, n, most_private, missing)
-    DIR/report/privacy_utility.csv  per finished cell, attacker and method: the score and the final test accuracy
-    DIR/report/privacy_utility.png  the scatter of the two
-    DIR/report/grids/*.png          true images and reconstructions per combination
+    DIR/report/tables.md            every table of every metric, Markdown
+    DIR/report/tables.csv           one line per (table, metric, cell): n, mean, ci_low, ci_high, delta,
+                                    delta_ci_low, delta_ci_high, p, p_holm, verdict, most_private, ...
+    DIR/report/privacy_utility.csv  per finished cell, attacker and method: mean scores and test accuracy
+    DIR/report/privacy_utility.png  the worst case against the test accuracy, all defenses on one figure
+    DIR/report/results.csv          every result row with its cell's settings (tidy; .parquet with pyarrow)
 
-and prints the tables to the terminal. The report reads the store and nothing else (no config, no
-schema): the store names the cells of the config the sweep last ran in ``DIR`` (``cell_keys``), and only
-those count; cells that an earlier version of the config left in the store (a changed budget, a renamed
-defense) are left out and counted, never pooled with the current ones. Attack methods are never pooled
-either: every table and point belongs to one method.
+and prints the worst-case tables to the terminal. The report reads the store and nothing else (no
+config, no schema): the store names the cells of the config the sweep last ran in ``DIR``
+(``cell_keys``), and only those count; cells that an earlier version of the config left in the store
+are left out and counted, never pooled with the current ones. Attack methods are never pooled: each has
+its table, and the headline table is their worst case (``report.worst``).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fedsyn.results.store import open_store
 
-from .grids import image_grids
+from .export import write_export
+from .grids import image_sets
 from .html import write_html
 from .plots import privacy_utility_plot
+from .statistics import CELL_CSV_FIELDS
 from .tables import (
+    METRIC_ORDER,
     REPORT_METRICS,
+    TableGroup,
     check_metric,
-    paper_tables,
-    privacy_utility,
+    flag_marks,
+    report_tables,
     to_markdown,
     to_text,
-    write_tables_csv,
-    write_utility_csv,
 )
+from .utility import privacy_utility, write_utility_csv
+from .worst import WORST_CASE, worst_case_rows
 
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
+TABLE_CSV_FIELDS: tuple[str, ...] = (
+    *("defense", "attacker", "labels", "method", "metric", "combo", "fl", "wr", "ws", "model", "trained"),
+    *("baseline_leaks", "failed", "not_converged"),
+    *CELL_CSV_FIELDS,
+)
 
 
-def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
-    """Write the report of ``results_dir`` (see the module docstring); returns the path of ``report.html``."""
+def with_extra(row: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
+    """A stored row with the fields the store kept in ``extra_json`` (e.g. ``image_psnr``) as its own keys,
+    and its ``seed`` (the cell's, from ``seeds``, where the row does not record one)."""
+    extra = json.loads(row["extra_json"]) if row.get("extra_json") else {}
+    merged = {k: v for k, v in row.items() if k != "extra_json"}
+    merged.update({k: v for k, v in extra.items() if k not in merged})
+    if merged.get("seed") is None:
+        merged["seed"] = seeds.get(row["cell_key"])
+    return merged
+
+
+def write_tables_csv(groups: list[TableGroup], path: Path) -> None:
+    """Every cell of every table and metric as one CSV line."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_CSV_FIELDS)
+        writer.writeheader()
+        for group in groups:
+            for table in (group.worst, *group.methods):
+                for metric in METRIC_ORDER:
+                    for combo in table.combos:
+                        fl, wr, ws = (int(flag == "x") for flag in flag_marks(combo))
+                        for column in table.columns:
+                            cell = table.cell(metric, combo, column)
+                            check = table.baseline.get(column)
+                            stalled = table.not_converged.get((combo, column), (0, 0))[0]
+                            line = {
+                                "defense": table.defense, "attacker": table.attacker, "labels": table.labels,
+                                "method": table.method, "metric": metric, "combo": combo, "fl": fl, "wr": wr,
+                                "ws": ws, "model": column[0], "trained": column[1],
+                                "baseline_leaks": "" if check is None or check.leaks is None else int(check.leaks),
+                                "failed": table.failed.get((combo, column), ""), "not_converged": stalled,
+                            }
+                            if cell is not None:
+                                line.update(cell.as_dict())
+                                line["most_private"] = int(table.most_private(metric, combo, column))
+                            writer.writerow(line)
+
+
+def _export_rows(rows: list[dict[str, Any]], cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its cell's whole configuration under ``cell.`` (the attack settings included)."""
+    settings = {cell["cell_key"]: json.loads(cell["cell_json"]) for cell in cells}
+    return [
+        {**{k: v for k, v in row.items() if k != "attack_json"}, "cell": settings.get(row["cell_key"], {})}
+        for row in rows
+    ]
+
+
+def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10_000) -> Path:
+    """Write the report of ``results_dir`` (see the module docstring); returns the path of ``report.html``.
+
+    ``metric`` is the one the privacy-utility figure plots; the tables show every metric.
+    """
     check_metric(metric)
     results_dir = Path(results_dir)
     with open_store(results_dir, readonly=True) as store:
-        rows = store.results()
         cells = store.cells()
+        seeds = {cell["cell_key"]: json.loads(cell["cell_json"]).get("seed") for cell in cells}
+        rows = [with_extra(row, seeds) for row in store.results()]
         name = store.meta("experiment") or results_dir.name
         current = store.current_keys()
     stale = 0
@@ -60,25 +124,27 @@ def build_report(results_dir: Path, *, metric: str = "mse_pct") -> Path:
     out = results_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
-    tables = paper_tables(rows, metric, cells)
-    (out / f"table_{metric}.md").write_text(f"# {title}\n\n" + "\n".join(to_markdown(t) for t in tables))
-    write_tables_csv(tables, out / f"table_{metric}.csv")
-    points = privacy_utility(rows, cells, metric)
-    write_utility_csv(points, metric, out / "privacy_utility.csv")
-    scatter = privacy_utility_plot(points, metric, out / "privacy_utility.png")
-    grids = image_grids(rows, results_dir, out / "grids")
+    groups = report_tables(rows, cells, resamples=resamples)
+    (out / "tables.md").write_text(f"# {title}\n\n" + "\n".join(to_markdown(g) for g in groups))
+    write_tables_csv(groups, out / "tables.csv")
+    points = privacy_utility([*worst_case_rows(rows), *rows], cells)
+    write_utility_csv(points, out / "privacy_utility.csv")
+    worst_points = [p for p in points if p.method == WORST_CASE]
+    scatter = privacy_utility_plot(worst_points, metric, out / "privacy_utility.png")
+    export = write_export(_export_rows(rows, cells), out / "results.csv")
     html_path = write_html(
         results_dir / REPORT_HTML,
         title=title,
         metric=metric,
-        tables=tables,
-        points=points,
+        groups=groups,
+        points=worst_points,
         scatter=scatter,
-        grids=grids,
+        grids=image_sets(rows, results_dir),
         cells=cells,
     )
-    for table in tables:
-        print(to_text(table), file=sys.stdout)
+    for group in groups:
+        print(to_text(group, "psnr"), file=sys.stdout)
+    print(f"every result row with its cell's settings: {export.csv}" + (f" and {export.parquet}" if export.parquet else ""))
     if stale:
         print(f"left out {stale} cell(s) that an earlier version of the config left in {results_dir}")
     failed = sum(1 for c in cells if c["status"] == "failed")

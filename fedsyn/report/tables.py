@@ -1,35 +1,51 @@
-"""The paper-style privacy table (seed 001, Table 3) and the privacy-utility table, from stored rows.
+"""The report's privacy tables, from stored rows: every metric side by side, with the statistics of
+``report.statistics`` and the baseline check of ``report.baseline``.
 
-One ``PaperTable`` per (defense, attacker, label knowledge, attack method): rows are the eight FL/WR/WS combinations in
-the paper's order, columns are (model, trained epochs), a cell is the mean +- sample standard deviation of
-the chosen metric over every successful attack of that configuration (all attacked rounds and clients).
-The most private cell of each column is marked: highest MSE% / LPIPS / MSE, lowest PSNR / SSIM.
-A metric that could not be computed (LPIPS without its backbone weights) is shown as missing with the
-reason, never as a number.
+One ``TableGroup`` per (defense set, attacker, label knowledge). Its headline table is the worst case
+over the attack suite (``report.worst``); beside it one table per attack method. In every table the rows
+are the FL/WR/WS combinations in the paper's order and the columns are (model, trained epochs); a cell
+holds, per metric, the mean over its reconstructions with a 95% bootstrap interval and, for a defended
+row, the paired difference to the undefended row of its column with its interval and Holm-corrected
+Wilcoxon p-value (docs/statistics.md). Reconstructions are paired on (seed, round, attacked client).
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, HIGHER_IS_PRIVATE, MODELS, REPORT_METRICS, combo_flags
+from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, MODELS, REPORT_METRICS, combo_flags
 
-METRIC_TITLES: dict[str, str] = {
-    "mse_pct": "MSE[%] (higher = more private)",
-    "psnr": "PSNR in dB (lower = more private)",
-    "ssim": "SSIM (lower = more private)",
-    "lpips": "LPIPS (higher = more private)",
-    "mse": "MSE (higher = more private)",
+from .baseline import BaselineCheck, check_baseline
+from .statistics import CellStatistics, TableStatistics, group_values, table_statistics
+from .worst import WORST_CASE, not_applicable, worst_case_rows
+
+BASELINE_COMBO = "none"
+METRIC_ORDER: tuple[str, ...] = ("psnr", "ssim", "lpips", "mse_pct", "mse")
+"""The report's metrics in the order it shows them (PSNR first: the baseline check reads it)."""
+METRIC_NAMES: dict[str, str] = {
+    "psnr": "PSNR in dB",
+    "ssim": "SSIM",
+    "lpips": "LPIPS distance",
+    "mse_pct": "MSE[%]",
+    "mse": "MSE",
 }
-_DIGITS = {"mse_pct": 2, "psnr": 2, "ssim": 3, "lpips": 3, "mse": 4}
+DIGITS: dict[str, int] = {"psnr": 2, "ssim": 3, "lpips": 3, "mse_pct": 2, "mse": 4}
+SMALL_N = 6
+"""Below this many reconstructions a cell's interval and tests are flagged as description only (with 5 or
+fewer unequal pairs no Wilcoxon test reaches p < 0.05, docs/statistics.md)."""
+PAIR_FIELDS: tuple[str, ...] = ("seed", "round", "partition_id")
+"""What pairs two reconstructions across the rows of a column: the same seed, round and attacked client
+(the same true images, since batch selection depends on these alone)."""
 
 Column = tuple[str, int]  # (model label, trained epochs)
+Place = tuple[str, Column]  # (combination, column)
+
+if set(METRIC_ORDER) != set(REPORT_METRICS):
+    raise ImportError("report.tables.METRIC_ORDER must list the metrics of fedsyn.experiment.names.REPORT_METRICS")
 
 
 def check_metric(metric: str) -> str:
@@ -38,90 +54,26 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-@dataclass
-class Summary:
-    """Mean and sample standard deviation of one metric over ``n`` attacks; ``missing`` says why there is no value."""
-
-    mean: float | None = None
-    std: float | None = None
-    n: int = 0
-    missing: str | None = None
-    most_private: bool = False
-    failed: bool = False
-
-    def text(self, metric: str, *, bold: bool = False, star: bool = False) -> str:
-        if self.mean is None:
-            return "failed" if self.failed else ("missing" if self.missing else "-")
-        digits = _DIGITS[metric]
-        value = f"{self.mean:.{digits}f}"
-        if self.std is not None and math.isfinite(self.std):
-            value += f" ± {self.std:.{digits}f}"
-        if self.most_private and bold:
-            return f"**{value}**"
-        if self.most_private and star:
-            return f"{value} *"
-        return value
-
-
-def summarize(rows: Iterable[dict[str, Any]], metric: str) -> Summary:
-    """Summary of ``metric`` over the successful attacks in ``rows``."""
-    ok = [row for row in rows if row["status"] == "ok"]
-    values = [float(row[metric]) for row in ok if row[metric] is not None]
-    if not values:
-        reasons = sorted({str(row.get("lpips_missing")) for row in ok if metric == "lpips" and row.get("lpips_missing")})
-        if reasons:
-            return Summary(n=0, missing="; ".join(reasons))
-        return Summary(n=0, missing=None if not ok else f"{metric} not computed")
-    mean = math.fsum(values) / len(values)
-    if len(values) > 1 and all(math.isfinite(v) for v in values):
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    else:
-        std = 0.0 if len(values) == 1 else math.nan
-    return Summary(mean=mean, std=std, n=len(values))
-
-
-@dataclass
-class PaperTable:
-    defense: str
-    attacker: str
-    labels: str
-    method: str
-    metric: str
-    combos: list[str]
-    columns: list[Column]
-    cells: dict[tuple[str, Column], Summary] = field(default_factory=dict)
-
-    @property
-    def title(self) -> str:
-        return (
-            f"{METRIC_TITLES[self.metric]} — defense: {self.defense}, attacker: {self.attacker}, "
-            f"labels: {self.labels}, method: {self.method}"
-        )
-
-    @property
-    def missing_reasons(self) -> list[str]:
-        return sorted({s.missing for s in self.cells.values() if s.missing})
-
-    def get(self, combo: str, column: Column) -> Summary:
-        return self.cells.get((combo, column), Summary())
-
-
 def flag_marks(combo: str) -> list[str]:
     """``x`` or nothing under FL, WR and WS for a combination's row."""
     flags = combo_flags(combo)
     return ["x" if flags[method] else "" for method in BIOMOD_METHODS]
 
 
-def _mark_most_private(table: PaperTable) -> None:
-    higher = HIGHER_IS_PRIVATE[table.metric]
-    for column in table.columns:
-        summaries = [table.get(combo, column) for combo in table.combos]
-        values = [s.mean for s in summaries if s.mean is not None and not math.isnan(s.mean)]
-        if not values:
-            continue
-        best = max(values) if higher else min(values)
-        for summary in summaries:
-            summary.most_private = summary.mean == best
+def column_of(row: dict[str, Any]) -> Column:
+    return (row["model"], int(row["trained"]))
+
+
+def column_rank(column: Column) -> tuple[int, str, int]:
+    """Columns in the model zoo's order (mlp, alexnet, resnets, ...: the paper's), then by epochs."""
+    label, trained = column
+    base = label.split("-")[0]
+    return (MODELS.index(base) if base in MODELS else len(MODELS), label, trained)
+
+
+def column_title(column: Column) -> str:
+    model, trained = column
+    return f"{model}, {'untrained' if trained == 0 else f'{trained} epochs pretrained'}"
 
 
 def _order(values: Iterable[str], known: Sequence[str]) -> list[str]:
@@ -134,195 +86,253 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def _add_failures(table: PaperTable, cells: Sequence[dict[str, Any]]) -> None:
-    """Show the table's failed cells as failed (with the error) instead of as empty."""
-    for cell in cells:
-        if cell["status"] != "failed" or cell["defense"] != table.defense:
-            continue
+@dataclass
+class ReportTable:
+    """One method's table (or the worst case) of one (defense, attacker, labels) group."""
+
+    defense: str
+    attacker: str
+    labels: str
+    method: str
+    combos: list[str]
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    stats: dict[str, TableStatistics] = field(default_factory=dict)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    baseline: dict[Column, BaselineCheck] = field(default_factory=dict)
+    failed: dict[Place, str] = field(default_factory=dict)
+    not_converged: dict[Place, tuple[int, int]] = field(default_factory=dict)
+    worst_sources: dict[Column, Counter[str]] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        head = "Worst case over the attack methods" if self.method == WORST_CASE else f"Method: {self.method}"
+        return f"{head} (defense: {self.defense}, attacker: {self.attacker}, labels {self.labels})"
+
+    def cell(self, metric: str, combo: str, column: Column) -> CellStatistics | None:
+        stats = self.stats.get(metric)
+        return None if stats is None else stats.cells.get((combo, column))
+
+    def evidence(self, column: Column) -> bool:
+        """Whether the column's comparisons mean anything: its undefended cell leaks."""
+        check = self.baseline.get(column)
+        return check is not None and check.leaks is True
+
+    def most_private(self, metric: str, combo: str, column: Column) -> bool:
+        cell = self.cell(metric, combo, column)
+        return cell is not None and cell.most_private and self.evidence(column)
+
+    def has_values(self, metric: str) -> bool:
+        stats = self.stats.get(metric)
+        return stats is not None and any(cell.n for cell in stats.cells.values())
+
+
+@dataclass
+class TableGroup:
+    """The tables of one (defense, attacker, labels): the worst case first, then each method's."""
+
+    defense: str
+    attacker: str
+    labels: str
+    worst: ReportTable
+    methods: list[ReportTable]
+    not_applicable: dict[str, tuple[int, int, str]]
+    cell_keys: set[str]
+
+
+def _pair_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row.get(name) for name in PAIR_FIELDS)
+
+
+def _missing_reasons(rows: Sequence[dict[str, Any]], metric: str) -> list[str]:
+    """Why ``metric`` is absent from scored rows (LPIPS: the evaluator's reason; otherwise generic)."""
+    absent = [row for row in rows if row.get(metric) is None]
+    if not absent:
+        return []
+    if metric == "lpips":
+        reasons = Counter(str(row.get("lpips_missing") or "not computed") for row in absent)
+    else:
+        reasons = Counter(f"{METRIC_NAMES[metric]} not computed" for _ in absent)
+    return [f"{reason} ({count} of {len(rows)} reconstructions)" for reason, count in reasons.items()]
+
+
+def build_table(
+    rows: Sequence[dict[str, Any]],
+    *,
+    defense: str,
+    attacker: str,
+    labels: str,
+    method: str,
+    failed_cells: Sequence[dict[str, Any]] = (),
+    resamples: int = 10_000,
+) -> ReportTable:
+    """The statistics of every metric for one table's rows (ok rows count; others are listed)."""
+    scored = [row for row in rows if row["status"] == "ok"]
+    columns = sorted({column_of(row) for row in rows}, key=column_rank)
+    combos = _order((row["combo"] for row in rows), COMBOS)
+    table = ReportTable(defense, attacker, labels, method, combos, columns, list(rows))
+    for cell in failed_cells:
         column = (cell["model"], int(cell["trained"]))
         if column not in table.columns:
-            table.columns = sorted([*table.columns, column], key=_column_rank)
+            table.columns = sorted([*table.columns, column], key=column_rank)
         if cell["combo"] not in table.combos:
             table.combos = _order([*table.combos, cell["combo"]], COMBOS)
-        table.cells[(cell["combo"], column)] = Summary(missing=f"cell failed: {_last_line(cell['error'])}", failed=True)
+        table.failed[(cell["combo"], column)] = f"cell failed: {_last_line(cell['error'])}"
+    paired = [{**row, "_pair": _pair_key(row), "_column": column_of(row)} for row in scored]
+    for metric in METRIC_ORDER:
+        values = group_values(paired, metric=metric, row="combo", column="_column", pair="_pair")
+        if values:
+            table.stats[metric] = table_statistics(values, metric=metric, baseline=BASELINE_COMBO, resamples=resamples)
+        table.missing[metric] = _missing_reasons(scored, metric)
+    by_place: dict[Place, list[dict[str, Any]]] = defaultdict(list)
+    for row in scored:
+        by_place[(row["combo"], column_of(row))].append(row)
+    for place, members in by_place.items():
+        known = [row.get("converged") for row in members if row.get("converged") is not None]
+        stalled = sum(1 for flag in known if not flag)
+        if stalled:
+            table.not_converged[place] = (stalled, len(members))
+    for column in table.columns:
+        table.baseline[column] = check_baseline(by_place.get((BASELINE_COMBO, column), []), has_baseline=(
+            BASELINE_COMBO in table.combos
+        ))
+        if method == WORST_CASE:
+            table.worst_sources[column] = Counter(
+                row["worst_method"] for (_, col), members in by_place.items() if col == column for row in members
+            )
+    return table
 
 
-def paper_tables(
-    rows: Sequence[dict[str, Any]], metric: str = "mse_pct", cells: Sequence[dict[str, Any]] = ()
-) -> list[PaperTable]:
-    """One table per (defense, attacker, labels, method) present in ``rows`` (store result rows).
+def report_tables(
+    rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]] = (), *, resamples: int = 10_000
+) -> list[TableGroup]:
+    """The table groups of ``rows`` (store result rows), undefended defense set first.
 
     ``cells`` (the store's cell records) lets failed cells appear as failed, with their error.
     """
-    check_metric(metric)
-    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["defense"], row["attacker"], row["labels"] or "", row["method"])].append(row)
-    tables = []
-    for (defense, attacker, labels, method), group in sorted(
-        groups.items(), key=lambda item: (item[0][0] != "none", item[0])
-    ):
-        columns = sorted({(row["model"], int(row["trained"])) for row in group}, key=_column_rank)
-        combos = _order((row["combo"] for row in group), COMBOS)
-        by_cell: dict[tuple[str, Column], list[dict[str, Any]]] = defaultdict(list)
-        for row in group:
-            by_cell[(row["combo"], (row["model"], int(row["trained"])))].append(row)
-        table = PaperTable(defense, attacker, labels, method, metric, combos, columns)
-        table.cells = {place: summarize(members, metric) for place, members in by_cell.items()}
-        _add_failures(table, cells)
-        _mark_most_private(table)
-        tables.append(table)
-    return tables
+        groups[(row["defense"], row["attacker"], row["labels"] or "")].append(row)
+    result = []
+    for (defense, attacker, labels), group in sorted(groups.items(), key=lambda item: (item[0][0] != "none", item[0])):
+        failed = [c for c in cells if c["status"] == "failed" and c["defense"] == defense]
+        options = {
+            "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed, "resamples": resamples
+        }
+        methods = _order((row["method"] for row in group), ())
+        result.append(
+            TableGroup(
+                defense=defense,
+                attacker=attacker,
+                labels=labels,
+                worst=build_table(worst_case_rows(group), method=WORST_CASE, **options),
+                methods=[build_table([r for r in group if r["method"] == m], method=m, **options) for m in methods],
+                not_applicable=not_applicable(group),
+                cell_keys={row["cell_key"] for row in group},
+            )
+        )
+    return result
 
 
-def _column_rank(column: Column) -> tuple[int, str, int]:
-    """Columns in the model zoo's order (mlp, alexnet, resnets, ...: the paper's), then by epochs."""
-    label, trained = column
-    base = label.split("-")[0]
-    return (MODELS.index(base) if base in MODELS else len(MODELS), label, trained)
+def format_value(value: float, metric: str, *, signed: bool = False) -> str:
+    """``value`` at the metric's digits; magnitudes too small for them in scientific notation."""
+    if math.isinf(value):
+        return ("+" if signed else "") + "inf" if value > 0 else "-inf"
+    sign = "+" if signed else ""
+    digits = DIGITS[metric]
+    if value != 0 and abs(value) < 10.0 ** -digits:
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign}.{digits}f}"
 
 
-def _header(table: PaperTable) -> list[str]:
-    return ["FL", "WR", "WS", *(f"{model} {trained}ep" for model, trained in table.columns)]
+def cell_text(table: ReportTable, metric: str, combo: str, column: Column) -> tuple[str, str]:
+    """(value with interval, comparison with the baseline) of one cell, as plain text."""
+    if (combo, column) in table.failed:
+        return table.failed[(combo, column)], ""
+    cell = table.cell(metric, combo, column)
+    if cell is None or cell.n == 0:
+        return ("missing" if table.missing.get(metric) else "-"), ""
+    value = format_value(cell.mean, metric)
+    if not math.isnan(cell.ci_low):
+        value += f" [{format_value(cell.ci_low, metric)}, {format_value(cell.ci_high, metric)}]"
+    value += f" (n={cell.n})"
+    if cell.verdict == "baseline":
+        return value, "baseline"
+    if math.isnan(cell.p_holm):
+        return value, "no paired test"
+    delta = "Δ undefined" if math.isnan(cell.delta) else f"Δ {format_value(cell.delta, metric, signed=True)}"
+    if not math.isnan(cell.delta_ci_low):
+        low, high = (format_value(v, metric, signed=True) for v in (cell.delta_ci_low, cell.delta_ci_high))
+        delta += f" [{low}, {high}]"
+    verdict = cell.verdict if table.evidence(column) else f"{cell.verdict}, not evidence"
+    return value, f"{delta}, p_holm={cell.p_holm:.3g}: {verdict}"
 
 
-def to_markdown(table: PaperTable) -> str:
-    lines = [f"### {table.title}", "", "| " + " | ".join(_header(table)) + " |", "|" + "---|" * len(_header(table))]
-    for combo in table.combos:
-        values = [table.get(combo, column).text(table.metric, bold=True) for column in table.columns]
-        lines.append("| " + " | ".join([*flag_marks(combo), *values]) + " |")
-    lines.append("")
-    lines.append("Mean ± sample standard deviation over every attacked update; **bold** = most private in its column.")
-    for reason in table.missing_reasons:
-        lines.append(f"Missing values: {reason}")
+def table_notes(table: ReportTable) -> list[str]:
+    """Everything a reader must know about a table's numbers, one sentence each."""
+    notes = [table.baseline[column].text(column_title(column)) for column in table.columns]
+    small = sorted({cell.n for stats in table.stats.values() for cell in stats.cells.values() if 2 <= cell.n < SMALL_N})
+    if small:
+        notes.append(
+            f"Cells with n = {', '.join(map(str, small))}: with so few values the bootstrap interval is too narrow "
+            "(it never reaches beyond their range) and no paired test can be significant; read them as description."
+        )
+    for (combo, column), (stalled, total) in sorted(table.not_converged.items()):
+        notes.append(f"{combo}, {column_title(column)}: {stalled} of {total} attacks did not converge (marked †).")
+    for metric in METRIC_ORDER:
+        for reason in table.missing.get(metric, []):
+            notes.append(f"{METRIC_NAMES[metric]} missing: {reason}.")
+    for column, sources in table.worst_sources.items():
+        if sources:
+            parts = ", ".join(f"{method} {count}" for method, count in sources.most_common())
+            notes.append(f"{column_title(column)}: the worst-case PSNR came from {parts} reconstruction(s).")
+    return notes
+
+
+def to_markdown(group: TableGroup) -> str:
+    """The group's tables as Markdown, one table per (table, metric)."""
+    lines = []
+    for table in (group.worst, *group.methods):
+        lines += [f"## {table.title}", ""]
+        for metric in METRIC_ORDER:
+            if metric not in table.stats and not table.failed:
+                continue
+            header = ["FL", "WR", "WS", *(column_title(c) for c in table.columns)]
+            lines += [f"### {METRIC_NAMES[metric]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for combo in table.combos:
+                texts = []
+                for column in table.columns:
+                    value, comparison = cell_text(table, metric, combo, column)
+                    mark = " **most private**" if table.most_private(metric, combo, column) else ""
+                    texts.append(value + (f"<br>{comparison}" if comparison else "") + mark)
+                lines.append("| " + " | ".join([*flag_marks(combo), *texts]) + " |")
+            lines.append("")
+        lines += [f"- {note}" for note in table_notes(table)]
+        lines.append("")
+    for method, (count, total, reason) in sorted(group.not_applicable.items()):
+        lines.append(f"- {method}: not applicable to {count} of {total} targets ({reason}); not counted.")
     return "\n".join(lines) + "\n"
 
 
-def to_text(table: PaperTable) -> str:
-    """Fixed-width table for the terminal; ``*`` marks the most private cell of each column."""
-    header = ["combination", *(f"{model} {trained}ep" for model, trained in table.columns)]
-    body = [[combo, *(table.get(combo, c).text(table.metric, star=True) for c in table.columns)] for combo in table.combos]
+def to_text(group: TableGroup, metric: str = "psnr") -> str:
+    """The worst-case table of one metric, fixed width, for the terminal."""
+    table = group.worst
+    header = ["combination", *(column_title(c) for c in table.columns)]
+    body = []
+    for combo in table.combos:
+        texts = []
+        for column in table.columns:
+            value, comparison = cell_text(table, metric, combo, column)
+            verdict = comparison.rsplit(": ", 1)[-1] if ": " in comparison else comparison
+            texts.append(f"{value} {verdict}".strip() + (" *" if table.most_private(metric, combo, column) else ""))
+        body.append([combo, *texts])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(line: list[str]) -> str:
         return "  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
 
-    out = [table.title, fmt(header), "  ".join("-" * w for w in widths), *(fmt(line) for line in body)]
-    out.append("* = most private in its column")
-    out.extend(f"missing: {reason}" for reason in table.missing_reasons)
+    out = [f"{table.title}: {METRIC_NAMES[metric]}", fmt(header), "  ".join("-" * w for w in widths)]
+    out += [fmt(line) for line in body]
+    out.append("* = most private in its column (significantly ahead of the runner-up, baseline leaks)")
+    out += table_notes(table)
     return "\n".join(out) + "\n"
-
-
-TABLE_CSV_FIELDS: tuple[str, ...] = (
-    *("defense", "attacker", "labels", "method", "metric", "combo", "fl", "wr", "ws", "model", "trained"),
-    *("mean", "std", "n", "most_private", "missing"),
-)
-
-
-def write_tables_csv(tables: Sequence[PaperTable], path: Path) -> None:
-    """Every cell of every table as one CSV line (tidy: easy to read back or plot elsewhere)."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_CSV_FIELDS)
-        writer.writeheader()
-        for table in tables:
-            for combo in table.combos:
-                fl, wr, ws = (int(flag == "x") for flag in flag_marks(combo))
-                for model, trained in table.columns:
-                    summary = table.get(combo, (model, trained))
-                    writer.writerow(
-                        {
-                            "defense": table.defense,
-                            "attacker": table.attacker,
-                            "labels": table.labels,
-                            "method": table.method,
-                            "metric": table.metric,
-                            "combo": combo,
-                            "fl": fl,
-                            "wr": wr,
-                            "ws": ws,
-                            "model": model,
-                            "trained": trained,
-                            "mean": "" if summary.mean is None else repr(summary.mean),
-                            "std": "" if summary.std is None else repr(summary.std),
-                            "n": summary.n,
-                            "most_private": int(summary.most_private),
-                            "missing": summary.missing or "",
-                        }
-                    )
-
-
-@dataclass
-class UtilityPoint:
-    """One configuration's attack score next to its federated model's final test accuracy."""
-
-    cell_key: str
-    model: str
-    trained: int
-    combo: str
-    defense: str
-    attacker: str
-    method: str
-    score: Summary
-    accuracy: float | None
-
-
-def privacy_utility(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]], metric: str) -> list[UtilityPoint]:
-    """Per (finished cell, attacker, method): the mean attack score and the final test accuracy."""
-    check_metric(metric)
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["cell_key"], row["attacker"], row["method"])].append(row)
-    accuracy = {cell["cell_key"]: cell["final_accuracy"] for cell in cells}
-    points = []
-    for (key, attacker, method), group in groups.items():
-        first = group[0]
-        points.append(
-            UtilityPoint(
-                cell_key=key,
-                model=first["model"],
-                trained=int(first["trained"]),
-                combo=first["combo"],
-                defense=first["defense"],
-                attacker=attacker,
-                method=method,
-                score=summarize(group, metric),
-                accuracy=accuracy.get(key),
-            )
-        )
-    combo_rank = {combo: i for i, combo in enumerate(COMBOS)}
-    points.sort(
-        key=lambda p: (
-            p.defense != "none", p.defense, p.attacker, p.method, p.model, p.trained, combo_rank.get(p.combo, 99)
-        )
-    )
-    return points
-
-
-UTILITY_CSV_FIELDS: tuple[str, ...] = (
-    *("cell_key", "model", "trained", "combo", "defense", "attacker", "method"),
-    *("metric", "mean", "std", "n", "missing", "accuracy"),
-)
-
-
-def write_utility_csv(points: Sequence[UtilityPoint], metric: str, path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=UTILITY_CSV_FIELDS)
-        writer.writeheader()
-        for p in points:
-            writer.writerow(
-                {
-                    "cell_key": p.cell_key,
-                    "model": p.model,
-                    "trained": p.trained,
-                    "combo": p.combo,
-                    "defense": p.defense,
-                    "attacker": p.attacker,
-                    "method": p.method,
-                    "metric": metric,
-                    "mean": "" if p.score.mean is None else repr(p.score.mean),
-                    "std": "" if p.score.std is None else repr(p.score.std),
-                    "n": p.score.n,
-                    "missing": p.score.missing or "",
-                    "accuracy": "" if p.accuracy is None else repr(p.accuracy),
-                }
-            )

@@ -20,6 +20,11 @@ on this model or target (``error`` gives the method's reason)."""
 SCORE_FIELDS: tuple[str, ...] = (*METRICS, *(f"best_{name}" for name in BEST_OF))
 """The scores of a row, NULL unless its status is ``ok`` (and NULL where the metric is missing)."""
 
+REFERENCE_OF: tuple[str, ...] = ("mse", "psnr", "ssim", "mse_pct")
+"""The metrics a row also gives for a trivial reconstruction (``ref_<metric>``): every image replaced by
+the training split's mean colour. A reconstruction that scores no better than this has leaked nothing
+the attacker could not guess without the update (issue 16, "a baseline check in every report")."""
+
 
 def _column(sql: str, default: Any = MISSING) -> Any:
     """A contract field stored in a ``results`` column of SQLite type ``sql`` (no default: required)."""
@@ -31,8 +36,9 @@ class ResultRow:
     """One row as the evaluator returns it; ``as_dict`` gives the mapping the store commits.
 
     ``aggregate_of`` is set only for a SecAgg+ round's aggregate (``partition_id`` -1): the partitions
-    it is the mean of. It is not a column: the store keeps it, like any field beyond the contract, in
-    ``extra_json``.
+    it is the mean of. ``image_psnr`` holds the PSNR of every true image's paired reconstruction, in the
+    order of the true images (the columns of the row's PNG), for the report's image grids. Neither is a
+    column: the store keeps them, like any field beyond the contract, in ``extra_json``.
     """
 
     cell_key: str
@@ -54,22 +60,31 @@ class ResultRow:
     best_ssim: float | None = _column("REAL", None)
     best_lpips: float | None = _column("REAL", None)
     best_mse_pct: float | None = _column("REAL", None)
+    ref_mse: float | None = _column("REAL", None)
+    ref_psnr: float | None = _column("REAL", None)
+    ref_ssim: float | None = _column("REAL", None)
+    ref_mse_pct: float | None = _column("REAL", None)
     attack_seconds: float | None = _column("REAL", None)
     iterations: int | None = _column("INTEGER", None)
     image_path: str | None = _column("TEXT", None)
     aggregate_of: tuple[int, ...] | None = None
+    image_psnr: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as a JSON-ready mapping (``aggregate_of`` only when set, as a list)."""
+        """The row as a JSON-ready mapping (``aggregate_of`` and ``image_psnr`` only when set, as lists)."""
         row = asdict(self)
-        aggregate_of = row.pop("aggregate_of")
-        if aggregate_of is not None:
-            row["aggregate_of"] = list(aggregate_of)
+        for name in EXTRA_FIELDS:
+            value = row.pop(name)
+            if value is not None:
+                row[name] = list(value)
         return row
 
 
+EXTRA_FIELDS: tuple[str, ...] = ("aggregate_of", "image_psnr")
+"""Optional fields that are not columns (the store keeps them in ``extra_json``)."""
+
 RESULT_COLUMNS: dict[str, str] = {f.name: f.metadata["sql"] for f in fields(ResultRow) if "sql" in f.metadata}
-"""Column name -> SQLite type of every contract field (``cell_key`` and ``aggregate_of`` aside)."""
+"""Column name -> SQLite type of every contract field (``cell_key`` and ``EXTRA_FIELDS`` aside)."""
 
 RESULT_FIELDS: tuple[str, ...] = tuple(RESULT_COLUMNS)
 """The fields every stored result row must carry (besides ``cell_key``)."""

@@ -38,8 +38,12 @@ from fedsyn.experiment.grid import Cell
 
 from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 
-SCHEMA_VERSION = 2
-"""Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta."""
+SCHEMA_VERSION = 3
+"""Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta;
+version 3 the reference scores ``ref_mse``, ``ref_psnr``, ``ref_ssim``, ``ref_mse_pct``."""
+READABLE_VERSIONS: tuple[int, ...] = (2, SCHEMA_VERSION)
+"""Versions a read-only store opens: a version-2 store's rows lack the ``ref_*`` columns (the report then
+says that its baseline check could not run)."""
 DB_NAME = "results.db"
 
 _CELL_COLUMNS = """
@@ -150,9 +154,11 @@ class ResultStore:
                     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
         found = self.meta("schema_version")
-        if found is not None and int(found) != SCHEMA_VERSION:
+        readable = READABLE_VERSIONS if readonly else (SCHEMA_VERSION,)
+        if found is not None and int(found) not in readable:
             raise StoreError(
-                f"{self.path} has results schema version {found}; this fedsyn reads version {SCHEMA_VERSION} "
+                f"{self.path} has results schema version {found}; this fedsyn "
+                f"{'reads' if readonly else 'writes'} version {' or '.join(map(str, readable))} "
                 "(run the sweep into a new results directory)"
             )
 
