@@ -147,3 +147,46 @@ def test_dry_run_prints_one_line_per_cell(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "64 cells" and len(lines) == 65
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_repeat_the_grid_outermost_and_one_seed_keeps_its_keys():
+    single = expand(config(seed=0))
+    assert [c.key for c in single] == [c.key for c in expand(config(seeds=[0]))] == [c.key for c in expand(config())]
+    repeated = expand(config(seeds=[0, 1, 2]))
+    assert len(repeated) == 3 * len(single) and [c.seed for c in repeated] == [s for s in (0, 1, 2) for _ in single]
+    assert [c.key for c in repeated[: len(single)]] == [c.key for c in single]
+    assert "seed=1" in repeated[len(single)].describe()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": 0, "seeds": [1]}, "either seed"),
+        ({"seeds": [0, 0]}, "lists a name twice"),
+        ({"seeds": [-1]}, "seeds must be >= 0"),
+        ({"seeds": []}, "seeds"),
+    ],
+)
+def test_bad_seeds_are_named(changes, message):
+    assert message in error_of({**BASE, **changes})
+
+
+def test_every_combination_of_a_seed_attacks_the_same_images():
+    """Paired comparisons: partitions and batches depend on the seed, never on model, combination or defense."""
+    from fedsyn.task.data import client_partitions, load_split
+    from fedsyn.task.training import LocalHyper, round_batches
+
+    cells = expand(config(seeds=[0, 1], dataset={"name": "photos", "options": {"per_class": 20}}))
+    train = load_split(cells[0].dataset, "train")
+
+    def batches(cell):
+        owned = client_partitions(cell, train)
+        hyper = LocalHyper.from_cell(cell)
+        return [
+            index.tolist()
+            for partition_id in range(cell.federation.clients)
+            for index in round_batches(cell, owned[partition_id], partition_id=partition_id, round=1, hyper=hyper)
+        ]
+
+    by_seed = {seed: {str(batches(c)) for c in cells if c.seed == seed} for seed in (0, 1)}
+    assert len(by_seed[0]) == len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]

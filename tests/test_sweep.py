@@ -227,6 +227,7 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
 def valid_row(partition_id: int) -> dict:
     row = {name: None for name in RESULT_FIELDS}
     row.update(
+        seed=TINY["seed"],
         round=1,
         partition_id=partition_id,
         attacker="oblivious",

@@ -1,7 +1,7 @@
 """The YAML experiment schema: everything a sweep does is decided here, before any work starts.
 
 An ``ExperimentConfig`` describes a grid; ``fedsyn.experiment.grid.expand`` turns it into ``Cell``s, one per
-(model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
+(seed, model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
 with the offending field named (pydantic) and, for closed choices, the allowed values listed.
 """
 
@@ -203,8 +203,12 @@ def _defense_set(item: Any) -> Any:
 
 
 class ExperimentConfig(StrictModel):
+    """A whole experiment. ``seeds`` repeats the grid once per seed (``seed: N`` is the one-seed shorthand):
+    every cell of a seed sees the same client partitions, batches and initial weights whatever its
+    combination or defense, so the repeats pair up across a table's rows."""
+
     name: str = "experiment"
-    seed: int = 0
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="one repeat of the grid per seed")
     dataset: DatasetSpec = DatasetSpec()
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     federation: FederationSpec = FederationSpec()
@@ -215,6 +219,24 @@ class ExperimentConfig(StrictModel):
     grid: tuple[GridBlock, ...] = Field((), description="blocks of (combos x defenses); empty: the full product")
     attack: AttackSpec = AttackSpec()
     metrics: tuple[str, ...] = METRICS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, data: Any) -> Any:
+        """``seed: N`` (configs written before repeats) means ``seeds: [N]``."""
+        if isinstance(data, dict) and "seed" in data:
+            if "seeds" in data:
+                raise ValueError("give either seed (one) or seeds (a list), not both")
+            data = dict(data)
+            data["seeds"] = [data.pop("seed")]
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"seeds must be >= 0, got {list(seeds)}")
+        return _distinct(seeds, "seeds")
 
     @field_validator("models", mode="before")
     @classmethod
