@@ -190,3 +190,48 @@ def test_every_combination_of_a_seed_attacks_the_same_images():
 
     by_seed = {seed: {str(batches(c)) for c in cells if c.seed == seed} for seed in (0, 1)}
     assert len(by_seed[0]) == len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]
+
+
+def test_dry_run_catches_a_bad_model_option_naming_it(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "models": [{"name": "convnet", "options": {"width": -3}}]}))
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "models.0.options" in err and "option width: Input should be greater than 0" in err and "cells" not in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": {"name": "photos", "options": {"per_clas": 4}}}, "dataset 'photos': no option 'per_clas'"),
+        ({"dataset": {"name": "photos", "options": {"patch_size": 2}}}, "option patch_size: Input should be greater"),
+        ({"models": [{"name": "mlp", "options": {"depth": "two"}}]}, "option depth: Input should be a valid integer"),
+        ({"models": [{"name": "resnet20", "options": {"width": 8}}]}, "no option 'width' (its options: none)"),
+    ],
+)
+def test_model_and_dataset_options_are_checked_at_load(changes, message):
+    assert message in error_of({**BASE, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"federation": {"clients": True}},
+        {"trained": [0, True]},
+        {"federation": {"lr": False}},
+        {"attack": {"clients": [True]}},
+        {"attack": {"inversion": {"iterations": True}}},
+        {"models": [{"name": "convnet", "options": {"width": True}}]},
+    ],
+)
+def test_booleans_are_not_numbers(changes):
+    assert "a boolean is not a number" in error_of({**BASE, **changes})
+
+
+def test_booleans_stay_booleans_and_options_keep_their_keys():
+    loaded = config(dataset={"name": "photos", "download": False}, biomod={"grapes": True})
+    assert loaded.biomod.grapes is True
+    first = config(models=[{"name": "convnet", "options": {"width": 16}}])
+    assert first.models[0].label == "convnet-width=16"
+    same = config(models=[{"name": "convnet", "options": {"width": 16.0}}])
+    assert [c.key for c in expand(first)] == [c.key for c in expand(same)]

@@ -10,8 +10,11 @@ the options. Every photo used ships inside the scikit-image wheel, so nothing is
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import skimage.data
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from .dataset import RawSplit
 
@@ -29,7 +32,12 @@ _MIN_PATCH_STD = 8.0
 
 
 def load_photos_split(
-    split: str, *, patch_size: int = 32, per_class: int = 120, test_fraction: float = 0.2, seed: int = 0
+    split: str,
+    *,
+    patch_size: Annotated[int, Field(ge=4)] = 32,
+    per_class: PositiveInt = 120,
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2,
+    seed: NonNegativeInt = 0,
 ) -> RawSplit:
     """Patches of the bundled photos for ``split`` ("train" or "test"); see the module docstring."""
     if patch_size < 4:

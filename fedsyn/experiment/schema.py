@@ -13,18 +13,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 import attacks
 from fedsyn.defenses import DPSGD, DefenseConfig, DefenseSet, SecAgg
 from fedsyn.errors import FedsynError
-from fedsyn.strict import StrictModel
+from fedsyn.strict import StrictModel, validate_options
 
-from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, PARTITION_SCHEMES, one_of
+from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, OPTIONS, PARTITION_SCHEMES, one_of
 
 
 class ConfigError(FedsynError, ValueError):
     """A config file that cannot be used; the message names the file and every bad field."""
+
+
+def _checked_options(kind: str, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """A model's or dataset's ``options`` checked against what its builder or reader accepts (names, types,
+    bounds: ``fedsyn.experiment.names.OPTIONS``); left alone when the name itself is invalid."""
+    name = info.data.get("name")
+    if name is None:
+        return options
+    return validate_options(OPTIONS[kind][name], options, f"{kind} {name!r}")
 
 
 class DatasetSpec(StrictModel):
@@ -37,6 +46,11 @@ class DatasetSpec(StrictModel):
     @classmethod
     def _known(cls, name: str) -> str:
         return one_of(name, DATASETS, "dataset")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _checked_options("dataset", options, info)
 
     @model_validator(mode="after")
     def _imagefolder_needs_root(self) -> "DatasetSpec":
@@ -54,6 +68,11 @@ class ModelSpec(StrictModel):
     @classmethod
     def _known(cls, name: str) -> str:
         return one_of(name, MODELS, "model")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _checked_options("model", options, info)
 
     @property
     def label(self) -> str:
