@@ -47,6 +47,7 @@ def make_row(results: Path, cell, cell_index: int, partition_id: int, attacker: 
     mse_pct = score(cell_index, partition_id, attacker)
     row = {name: None for name in RESULT_FIELDS}
     row.update(
+        seed=cell.seed,
         round=1,
         partition_id=partition_id,
         attacker=attacker,
@@ -210,7 +211,7 @@ def test_attack_methods_are_reported_apart(tmp_path):
             row = make_row(tmp_path, cell, 0, partition_id, "oblivious")
             rows.append({**row, "method": method, "mse_pct": row["mse_pct"] + offset})
     skipped = {name: None for name in RESULT_FIELDS}
-    skipped.update(round=1, partition_id=0, attacker="oblivious", method="third-method", labels="known",
+    skipped.update(seed=cell.seed, round=1, partition_id=0, attacker="oblivious", method="third-method", labels="known",
                    status="not applicable", error="the model has no fully connected input layer")
     with open_store(tmp_path) as store:
         store.commit_cell(cell, [*rows, skipped], rounds=[{"round": 1, "accuracy": 0.5, "loss": 2.0}])
