@@ -80,9 +80,13 @@ class StrictModel(BaseModel):
         return data
 
 
-def keyword_options_model(function: Callable[..., Any], name: str) -> type[StrictModel]:
+def keyword_options_model(
+    function: Callable[..., Any], name: str, check: Callable[..., object] | None = None
+) -> type[StrictModel]:
     """A ``StrictModel`` with one field per keyword-only parameter of ``function``: its annotation (with
-    any constraint, e.g. ``PositiveInt``) and its default. ``function`` may be a ``functools.partial``."""
+    any constraint, e.g. ``PositiveInt``) and its default. ``function`` may be a ``functools.partial``.
+    ``check``, called with every option (defaults filled in), raises ``ValueError`` for combinations of
+    values the types cannot express."""
     target = function.func if isinstance(function, functools.partial) else function
     hints = typing.get_type_hints(target, include_extras=True)
     fields: dict[str, Any] = {
@@ -93,7 +97,16 @@ def keyword_options_model(function: Callable[..., Any], name: str) -> type[Stric
         for parameter in inspect.signature(function).parameters.values()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
-    return create_model(name, __base__=StrictModel, **fields)
+    if check is None:
+        return create_model(name, __base__=StrictModel, **fields)
+
+    def checked(model: BaseModel) -> BaseModel:
+        check(**dict(model))
+        return model
+
+    return create_model(
+        name, __base__=StrictModel, __validators__={"_check": model_validator(mode="after")(checked)}, **fields
+    )
 
 
 def _reason(error: Any) -> str:

@@ -235,3 +235,8 @@ def test_booleans_stay_booleans_and_options_keep_their_keys():
     assert first.models[0].label == "convnet-width=16"
     same = config(models=[{"name": "convnet", "options": {"width": 16.0}}])
     assert [c.key for c in expand(first)] == [c.key for c in expand(same)]
+
+
+def test_photos_options_that_leave_a_split_empty_are_refused_at_load():
+    message = error_of({**BASE, "dataset": {"name": "photos", "options": {"per_class": 1}}})
+    assert "dataset.options" in message and "leaves 0 test and 1 training patches" in message

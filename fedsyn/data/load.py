@@ -19,7 +19,7 @@ from .cifar import load_cifar_split
 from .dataset import ImageDataset, RawSplit
 from .errors import UnknownDatasetError
 from .imagefolder import load_imagefolder_split
-from .photos import load_photos_split
+from .photos import count_test_patches, load_photos_split
 from .stats import channel_stats
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -53,7 +53,11 @@ SOURCES: dict[str, DatasetSource] = {
     ),
     "photos": DatasetSource(
         lambda _, split, __, options: load_photos_split(split, **options),
-        keyword_options_model(load_photos_split, "photos_options"),
+        keyword_options_model(
+            load_photos_split,
+            "photos_options",
+            lambda per_class, test_fraction, **_: count_test_patches(per_class, test_fraction),
+        ),
         takes_root=False,
     ),
 }
