@@ -28,7 +28,8 @@ def test_fetch_weights_with_the_file_in_the_cache_says_where(empty_torch_home, u
     target = lpips_backbone.default_backbone_path()
     target.parent.mkdir(parents=True)
     torch.manual_seed(5)
-    features = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
     torch.save(features, target)
     assert main(["fetch-weights", "--quiet"]) == 0
     assert str(target) in capsys.readouterr().out
@@ -52,7 +53,9 @@ def test_certs_writes_the_folder_and_refuses_to_overwrite(tmp_path, capsys) -> N
     assert (folder / CA_CERT).read_bytes() == before
 
 
-@pytest.mark.parametrize(("option", "field"), [(["--supernodes", "0"], "supernodes"), (["--host", "bad name"], "hosts")])
+@pytest.mark.parametrize(
+    ("option", "field"), [(["--supernodes", "0"], "supernodes"), (["--host", "bad name"], "hosts")]
+)
 def test_certs_bad_plan_names_the_field(tmp_path, capsys, option, field) -> None:
     assert main(["certs", str(tmp_path / "certs"), *option]) == USER_ERROR
     (line,) = error_lines(capsys.readouterr().err, "certs")

@@ -35,8 +35,8 @@ def test_fields_come_from_the_row_and_cover_the_scores() -> None:
 
 def test_store_columns_are_the_contract(tmp_path: Path) -> None:
     cell = expand(parse_config(CONFIG))[0]
-    row = ResultRow(cell_key=cell.key, seed=cell.seed, round=1, partition_id=0, attacker="oblivious", method="m", labels="known",
-                    status="not applicable", error="why not").as_dict()
+    row = ResultRow(cell_key=cell.key, seed=cell.seed, round=1, partition_id=0, attacker="oblivious", method="m",
+                    labels="known", status="not applicable", error="why not").as_dict()
     with open_store(tmp_path) as store:
         store.commit_cell(cell, [row])
         with pytest.raises(StoreError, match="method"):

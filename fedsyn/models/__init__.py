@@ -3,4 +3,12 @@
 from .imprint import ImprintModel, ImprintSpec, empirical_thresholds
 from .registry import MODEL_NAMES, MODEL_OPTIONS, UnknownModelError, build_model
 
-__all__ = ["MODEL_NAMES", "MODEL_OPTIONS", "ImprintModel", "ImprintSpec", "UnknownModelError", "build_model", "empirical_thresholds"]
+__all__ = [
+    "MODEL_NAMES",
+    "MODEL_OPTIONS",
+    "ImprintModel",
+    "ImprintSpec",
+    "UnknownModelError",
+    "build_model",
+    "empirical_thresholds",
+]
