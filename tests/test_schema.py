@@ -240,3 +240,8 @@ def test_booleans_stay_booleans_and_options_keep_their_keys():
 def test_photos_options_that_leave_a_split_empty_are_refused_at_load():
     message = error_of({**BASE, "dataset": {"name": "photos", "options": {"per_class": 1}}})
     assert "dataset.options" in message and "leaves 0 test and 1 training patches" in message
+
+
+def test_a_bad_list_item_is_reported_once():
+    message = error_of({**BASE, "models": [{"name": "convnet", "options": {"width": -3}}]})
+    assert message.count("\n") == 1 and "too short" not in message and "at least 1 item" not in message

@@ -323,8 +323,17 @@ class ExperimentConfig(StrictModel):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: {err.error_count()} invalid field(s)"]
-    for item in err.errors():
+    """One line per bad field. A list whose item failed is also reported by pydantic as too short (the
+    failed item does not count); that echo is left out, the item's own error says it all."""
+    locations = [tuple(item["loc"]) for item in err.errors()]
+
+    def echo(item: Any) -> bool:
+        where = tuple(item["loc"])
+        return item["type"] == "too_short" and any(len(loc) > len(where) and loc[: len(where)] == where for loc in locations)
+
+    errors = [item for item in err.errors() if not echo(item)]
+    lines = [f"{source}: {len(errors)} invalid field(s)"]
+    for item in errors:
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
