@@ -1,4 +1,9 @@
-"""The ``fedsyn`` command line: sweep, federate, attack, report, quickstart."""
+"""The ``fedsyn`` command line: sweep, federate, attack, report, quickstart, fetch-weights, certs.
+
+Exit status: 0 when everything asked for was done; 1 when the command ran but some of its work failed
+(a sweep's failed cells or failed result rows, an attack's failed rows; the count is printed); 2 for a
+user error (any ``FedsynError``, printed as one line without a traceback).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsyn.errors import FedsynError
 
+PARTLY_FAILED = 1
+USER_ERROR = 2
+
+if TYPE_CHECKING:
+    from fedsyn.sweep.runner import SweepSummary
+
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+
+class WeightsFetchError(FedsynError, RuntimeError):
+    """The LPIPS backbone could not be fetched (``attacks.lpips_backbone.BackboneFetchError``, which the
+    ``attacks`` package raises without knowing ``FedsynError``)."""
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -25,8 +42,19 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"{index:4d}  {cell.describe()}")
         print(f"{len(cells)} cells")
         return 0
-    run_sweep(config, Path(args.out), workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)
-    return 0
+    summary = run_sweep(
+        config, Path(args.out), workers=args.workers, ray_address=args.ray_address, progress=not args.quiet
+    )
+    return _failures("sweep", summary)
+
+
+def _failures(command: str, summary: SweepSummary) -> int:
+    """Print the failures of a sweep's grid and give the exit status."""
+    if not summary.failed:
+        return 0
+    advice = "`fedsyn report` lists the errors, a rerun retries the failed cells"
+    print(f"fedsyn {command}: {summary.describe()}; {advice}", file=sys.stderr)
+    return PARTLY_FAILED
 
 
 def _federate(args: argparse.Namespace) -> int:
@@ -52,6 +80,10 @@ def _attack(args: argparse.Namespace) -> int:
     attack = load_config(args.config).attack if args.config else None
     rows = attack_capture(Path(args.capture), attack=attack, out=Path(args.out) if args.out else None)
     print(f"{len(rows)} updates attacked")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        print(f"fedsyn attack: {len(failed)} of {len(rows)} rows failed; first: {failed[0]['error']}", file=sys.stderr)
+        return PARTLY_FAILED
     return 0
 
 
@@ -66,7 +98,34 @@ def _report(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from fedsyn.sweep.quickstart import quickstart
 
-    quickstart(Path(args.out), dataset=args.dataset, data_root=args.data_root, workers=args.workers)
+    summary = quickstart(Path(args.out), dataset=args.dataset, data_root=args.data_root, workers=args.workers)
+    return _failures("quickstart", summary)
+
+
+def _fetch_weights(args: argparse.Namespace) -> int:
+    from attacks.lpips_backbone import BackboneFetchError, fetch_backbone
+
+    try:
+        path = fetch_backbone(progress=not args.quiet)
+    except BackboneFetchError as err:
+        raise WeightsFetchError(" ".join(str(err).split())) from None
+    print(f"LPIPS AlexNet backbone ready at {path}")
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from fedsyn.federation.certs import DEFAULT_HOSTS, CertificateError, CertificatePlan, create_certificates
+
+    try:
+        plan = CertificatePlan(hosts=DEFAULT_HOSTS + tuple(args.host), supernodes=args.supernodes, days=args.days)
+    except ValidationError as err:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise CertificateError(reasons) from None
+    create_certificates(args.folder, plan, overwrite=args.overwrite)
+    hosts = ", ".join(plan.hosts)
+    print(f"wrote a CA, the SuperLink certificate ({hosts}) and {plan.supernodes} SuperNode key pairs to {args.folder}")
     return 0
 
 
@@ -109,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset folder (CIFAR-10 export or torchvision root)")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("fetch-weights", help="download LPIPS's AlexNet backbone into the torch hub cache")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")
+    p.set_defaults(func=_fetch_weights)
+
+    p = sub.add_parser("certs", help="test CA, SuperLink TLS certificate and SuperNode keys for a deployment")
+    p.add_argument("folder", type=Path, help="where to write the files (created if missing)")
+    p.add_argument("--supernodes", type=int, default=2, help="SuperNode key pairs to create (default 2)")
+    p.add_argument("--host", action="append", default=[], help="a further name or address of the SuperLink")
+    p.add_argument("--days", type=int, default=365, help="validity of the certificates in days")
+    p.add_argument("--overwrite", action="store_true", help="replace credentials already in the folder")
+    p.set_defaults(func=_certs)
     return parser
 
 
@@ -118,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (FedsynError, FileNotFoundError) as err:
         print(f"fedsyn {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedsyn.cli import main
+from fedsyn.cli import WeightsFetchError, main
 from fedsyn.data import DatasetNotFoundError, UnknownDatasetError, UnknownSchemeError
 from fedsyn.defenses.dpsgd import DPIncompatibleModelError
 from fedsyn.errors import FedsynError
@@ -32,6 +32,7 @@ USER_ERRORS = (
     UnknownModelError,
     DPIncompatibleModelError,
     CertificateError,
+    WeightsFetchError,
 )
 
 

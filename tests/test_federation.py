@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,7 @@ def test_attack_one_client_on_a_small_budget(run: Capture, tmp_path: Path) -> No
     ok = by_client[0]
     assert ok["status"] == "ok", ok["error"]
     assert ok["cell_key"] == run.cell.key and ok["iterations"] == 2 and ok["labels"] == "known"
+    assert ok["seed"] == run.cell.seed == 3
     for metric in ("mse", "psnr", "ssim", "mse_pct", "label_acc"):
         assert math.isfinite(ok[metric]), metric
     assert ok["lpips"] is not None or ok["lpips_missing"]
@@ -498,3 +500,12 @@ def test_every_attack_method_gives_its_own_row(run: Capture, tmp_path: Path, mon
     assert skipped["status"] == "not applicable" and "fully connected" in skipped["error"]
     assert all(skipped[name] is None for name in ("mse", "psnr", "ssim", "mse_pct", "label_acc", "image_path"))
     assert [r["status"] for r in rows[2:]] == ["rejected", "rejected"]
+
+
+def test_attack_exits_non_zero_when_a_row_failed(run: Capture, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A capture whose update file of client 0 is gone: its row fails, the other is the usual rejection."""
+    damaged = tmp_path / "capture"
+    shutil.copytree(run.directory, damaged)
+    (damaged / run.entry(1, 0).file).unlink()
+    assert main(["attack", str(damaged), "--out", str(tmp_path / "attack")]) == 1
+    assert "1 of 2 rows failed; first: CaptureError: capture file missing" in capsys.readouterr().err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,6 @@ def save_alexnet_features(path: Path, seed: int) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
     torch.save(state, path)
     return state
-
-
-@pytest.fixture
-def empty_torch_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "torch_home"
-    home.mkdir()
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
 
 
 def test_identical_images_score_perfectly():
@@ -223,18 +213,6 @@ def test_building_lpips_leaves_the_global_random_stream_alone(tmp_path):
     torch.manual_seed(17)
     lpips_backbone.lpips_model(path, torch.device("cpu"))
     assert torch.equal(torch.rand(3), expected)
-
-
-@pytest.fixture
-def unreachable_network(monkeypatch):
-    """Every urllib request goes through a proxy on a closed local port, so a download fails at once as it
-    does offline, on any machine (an online one would otherwise fetch the real 233 MB file)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proxy = f"http://127.0.0.1:{port}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
-    monkeypatch.setattr(urllib.request, "_opener", opener)
 
 
 def test_fetch_backbone_offline_says_why_and_what_to_do(empty_torch_home, unreachable_network):

@@ -58,7 +58,7 @@ def psnr_of(combo: str, method: str, p: int) -> float | None:
 
 def make_row(results: Path, cell, p: int, method: str, ref_psnr: float, exact: bool = False) -> dict:
     row = {name: None for name in RESULT_FIELDS}
-    row.update(round=1, partition_id=p, attacker="oblivious", method=method, labels="known", seed=0)
+    row.update(round=1, partition_id=p, attacker="oblivious", method=method, labels="known", seed=cell.seed)
     psnr = math.inf if exact and (cell.combo, method) == ("none", "analytic") else psnr_of(cell.combo, method, p)
     if psnr is None:
         row.update(status="not applicable", error="the model has no fully connected input layer")

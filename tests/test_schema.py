@@ -147,3 +147,101 @@ def test_dry_run_prints_one_line_per_cell(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "64 cells" and len(lines) == 65
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_repeat_the_grid_outermost_and_one_seed_keeps_its_keys():
+    single = expand(config(seed=0))
+    assert [c.key for c in single] == [c.key for c in expand(config(seeds=[0]))] == [c.key for c in expand(config())]
+    repeated = expand(config(seeds=[0, 1, 2]))
+    assert len(repeated) == 3 * len(single) and [c.seed for c in repeated] == [s for s in (0, 1, 2) for _ in single]
+    assert [c.key for c in repeated[: len(single)]] == [c.key for c in single]
+    assert "seed=1" in repeated[len(single)].describe()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": 0, "seeds": [1]}, "either seed"),
+        ({"seeds": [0, 0]}, "lists a name twice"),
+        ({"seeds": [-1]}, "seeds must be >= 0"),
+        ({"seeds": []}, "seeds"),
+    ],
+)
+def test_bad_seeds_are_named(changes, message):
+    assert message in error_of({**BASE, **changes})
+
+
+def test_every_combination_of_a_seed_attacks_the_same_images():
+    """Paired comparisons: partitions and batches depend on the seed, never on model, combination or defense."""
+    from fedsyn.task.data import client_partitions, load_split
+    from fedsyn.task.training import LocalHyper, round_batches
+
+    cells = expand(config(seeds=[0, 1], dataset={"name": "photos", "options": {"per_class": 20}}))
+    train = load_split(cells[0].dataset, "train")
+
+    def batches(cell):
+        owned = client_partitions(cell, train)
+        hyper = LocalHyper.from_cell(cell)
+        return [
+            index.tolist()
+            for partition_id in range(cell.federation.clients)
+            for index in round_batches(cell, owned[partition_id], partition_id=partition_id, round=1, hyper=hyper)
+        ]
+
+    by_seed = {seed: {str(batches(c)) for c in cells if c.seed == seed} for seed in (0, 1)}
+    assert len(by_seed[0]) == len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]
+
+
+def test_dry_run_catches_a_bad_model_option_naming_it(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "models": [{"name": "convnet", "options": {"width": -3}}]}))
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "models.0.options" in err and "option width: Input should be greater than 0" in err and "cells" not in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": {"name": "photos", "options": {"per_clas": 4}}}, "dataset 'photos': no option 'per_clas'"),
+        ({"dataset": {"name": "photos", "options": {"patch_size": 2}}}, "option patch_size: Input should be greater"),
+        ({"models": [{"name": "mlp", "options": {"depth": "two"}}]}, "option depth: Input should be a valid integer"),
+        ({"models": [{"name": "resnet20", "options": {"width": 8}}]}, "no option 'width' (its options: none)"),
+    ],
+)
+def test_model_and_dataset_options_are_checked_at_load(changes, message):
+    assert message in error_of({**BASE, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"federation": {"clients": True}},
+        {"trained": [0, True]},
+        {"federation": {"lr": False}},
+        {"attack": {"clients": [True]}},
+        {"attack": {"inversion": {"iterations": True}}},
+        {"models": [{"name": "convnet", "options": {"width": True}}]},
+    ],
+)
+def test_booleans_are_not_numbers(changes):
+    assert "a boolean is not a number" in error_of({**BASE, **changes})
+
+
+def test_booleans_stay_booleans_and_options_keep_their_keys():
+    loaded = config(dataset={"name": "photos", "download": False}, biomod={"grapes": True})
+    assert loaded.biomod.grapes is True
+    first = config(models=[{"name": "convnet", "options": {"width": 16}}])
+    assert first.models[0].label == "convnet-width=16"
+    same = config(models=[{"name": "convnet", "options": {"width": 16.0}}])
+    assert [c.key for c in expand(first)] == [c.key for c in expand(same)]
+
+
+def test_photos_options_that_leave_a_split_empty_are_refused_at_load():
+    message = error_of({**BASE, "dataset": {"name": "photos", "options": {"per_class": 1}}})
+    assert "dataset.options" in message and "leaves 0 test and 1 training patches" in message
+
+
+def test_a_bad_list_item_is_reported_once():
+    message = error_of({**BASE, "models": [{"name": "convnet", "options": {"width": -3}}]})
+    assert message.count("\n") == 1 and "too short" not in message and "at least 1 item" not in message

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
+from fedsyn.cli import main
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import parse_config
 from fedsyn.results.fields import RESULT_FIELDS
@@ -190,21 +191,27 @@ def test_ray_cluster_gives_the_same_rows(tiny_config, reference, tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_a_failing_cell_is_recorded_and_retried(reference, tmp_path):
-    """A sweep whose finished cell is already stored (copied from the reference) plus one broken cell."""
-    data = {**TINY, "models": [TINY["models"][0], {"name": "lenet", "options": {"bogus": 1}}], "biomod": {"combos": ["none"]}}
+def test_a_failing_cell_is_recorded_retried_and_makes_the_exit_status(reference, tmp_path, monkeypatch, capsys):
+    """A sweep whose finished cell is already stored (copied from the reference) plus one cell that fails: its
+    pretraining needs the checkpoint cache, and FEDSYN_CACHE names a file, not a folder."""
+    data = {**TINY, "biomod": {"combos": ["none"]}, "trained": [0, 1]}
     config = parse_config(data)
     good, bad = expand(config)
     out = tmp_path / "failing"
     shutil.copytree(reference, out)
-    run_sweep(config, out, progress=False)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("FEDSYN_CACHE", str(blocked))
+    assert main(["sweep", str(write_config(tmp_path, data)), "--out", str(out), "--quiet"]) == 1
+    assert "1 of 2 cells failed, 0 of 2 result rows" in capsys.readouterr().err
     with open_store(out, readonly=True) as store:
         assert good.key in store.finished_keys() and store.failed_keys() == {bad.key}
         first = {c["cell_key"]: c for c in store.cells()}
-    assert "bogus" in first[bad.key]["error"] and first[bad.key]["attempts"] == 1
+    assert "Not a directory" in first[bad.key]["error"] and first[bad.key]["attempts"] == 1
     assert not (out / "cells" / bad.key).exists()
 
-    run_sweep(config, out, progress=False)
+    summary = run_sweep(config, out, progress=False)
+    assert (summary.cells, summary.failed_cells, summary.failed) == (2, 1, True)
     with open_store(out, readonly=True) as store:
         second = {c["cell_key"]: c for c in store.cells()}
     assert second[bad.key]["attempts"] == 2 and second[bad.key]["status"] == "failed"
@@ -220,6 +227,7 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
 def valid_row(partition_id: int) -> dict:
     row = {name: None for name in RESULT_FIELDS}
     row.update(
+        seed=TINY["seed"],
         round=1,
         partition_id=partition_id,
         attacker="oblivious",

@@ -6,12 +6,13 @@ and ``FEDSYN_CACHE`` (where decoded image folders are cached, default ``<root>/.
 
 from .dataset import ImageDataset
 from .errors import DatasetNotFoundError, UnknownDatasetError, UnknownSchemeError
-from .load import DATASET_NAMES, load_dataset
+from .load import DATASET_NAMES, DATASET_OPTIONS, load_dataset
 from .partition import SCHEMES, partition
 from .selection import batch_indices
 
 __all__ = [
     "DATASET_NAMES",
+    "DATASET_OPTIONS",
     "SCHEMES",
     "DatasetNotFoundError",
     "ImageDataset",

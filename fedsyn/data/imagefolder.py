@@ -17,9 +17,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import PositiveInt
 
 from .cache import read_entry, resolve_cache_dir, write_entry
 from .dataset import RawSplit
@@ -38,11 +40,11 @@ def load_imagefolder_split(
     root: str | os.PathLike[str] | None,
     split: str,
     *,
-    mode: str = "RGB",
-    image_size: tuple[int, int] | None = None,
+    mode: Literal["RGB", "L"] = "RGB",
+    image_size: tuple[PositiveInt, PositiveInt] | None = None,
     cache: bool = True,
-    cache_dir: str | os.PathLike[str] | None = None,
-    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    workers: PositiveInt | None = None,
 ) -> RawSplit:
     """Load one split of the image folder at ``root``.
 

@@ -6,7 +6,6 @@ the experiment schema and the CLI take the names from here (docs/architecture.md
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -14,28 +13,29 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from fedsyn.strict import StrictModel, keyword_options_model, validate_options
+
 from .cifar import load_cifar_split
 from .dataset import ImageDataset, RawSplit
 from .errors import UnknownDatasetError
 from .imagefolder import load_imagefolder_split
-from .photos import load_photos_split
+from .photos import count_test_patches, load_photos_split
 from .stats import channel_stats
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
-def keyword_options(reader: Callable[..., RawSplit]) -> tuple[str, ...]:
-    """The keyword-only parameters of ``reader``: the options a dataset accepts."""
-    parameters = inspect.signature(reader).parameters.values()
-    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+class NoOptions(StrictModel):
+    """The options of a dataset that takes none."""
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """How to read one dataset: ``read(root, split, download, options)`` and what the source allows."""
+    """How to read one dataset: ``read(root, split, download, options)`` and what the source allows;
+    ``options`` checks the options (``keyword_options_model`` of the reader)."""
 
     read: Callable[[Any, str, bool, dict[str, Any]], RawSplit]
-    options: tuple[str, ...] = ()
+    options: type[StrictModel] = NoOptions
     downloadable: bool = False
     takes_root: bool = True
 
@@ -49,15 +49,20 @@ SOURCES: dict[str, DatasetSource] = {
     ),
     "imagefolder": DatasetSource(
         lambda root, split, _, options: load_imagefolder_split(root, split, **options),
-        keyword_options(load_imagefolder_split),
+        keyword_options_model(load_imagefolder_split, "imagefolder_options"),
     ),
     "photos": DatasetSource(
         lambda _, split, __, options: load_photos_split(split, **options),
-        keyword_options(load_photos_split),
+        keyword_options_model(
+            load_photos_split,
+            "photos_options",
+            lambda per_class, test_fraction, **_: count_test_patches(per_class, test_fraction),
+        ),
         takes_root=False,
     ),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(SOURCES)
+DATASET_OPTIONS: dict[str, type[StrictModel]] = {name: source.options for name, source in SOURCES.items()}
 
 
 def load_dataset(
@@ -90,12 +95,7 @@ def load_dataset(
         raise ValueError(f"dataset {name!r} cannot be downloaded; download=True is only for {', '.join(downloadable)}")
     if not source.takes_root and root is not None:
         raise ValueError(f"dataset {name!r} ships with its package and takes no root")
-    unknown = sorted(set(options) - set(source.options))
-    if unknown:
-        raise ValueError(
-            f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options: {', '.join(source.options) or 'none'}"
-        )
+    validate_options(source.options, options, f"dataset {name!r}")
     raw = source.read(root, split, download, options)
     train = raw if split == "train" else source.read(root, "train", download, options)
     mean, std = train.stats or channel_stats(train.images)

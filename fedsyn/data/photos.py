@@ -10,8 +10,11 @@ the options. Every photo used ships inside the scikit-image wheel, so nothing is
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import skimage.data
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from .dataset import RawSplit
 
@@ -29,17 +32,17 @@ _MIN_PATCH_STD = 8.0
 
 
 def load_photos_split(
-    split: str, *, patch_size: int = 32, per_class: int = 120, test_fraction: float = 0.2, seed: int = 0
+    split: str,
+    *,
+    patch_size: Annotated[int, Field(ge=4)] = 32,
+    per_class: PositiveInt = 120,
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2,
+    seed: NonNegativeInt = 0,
 ) -> RawSplit:
     """Patches of the bundled photos for ``split`` ("train" or "test"); see the module docstring."""
     if patch_size < 4:
         raise ValueError(f"patch_size must be >= 4, got {patch_size}")
-    n_test = round(per_class * test_fraction)
-    if not 0 < n_test < per_class:
-        raise ValueError(
-            f"per_class={per_class} with test_fraction={test_fraction} leaves {n_test} test and "
-            f"{per_class - n_test} training patches per class; both must be at least 1"
-        )
+    n_test = count_test_patches(per_class, test_fraction)
     chunks, labels = [], []
     for label, name in enumerate(PHOTOS):
         patches = _patches(name, patch_size)
@@ -53,6 +56,17 @@ def load_photos_split(
         chunks.append(patches[chosen])
         labels.append(np.full(len(chosen), label, dtype=np.int64))
     return RawSplit(images=np.concatenate(chunks), labels=np.concatenate(labels), classes=list(PHOTOS))
+
+
+def count_test_patches(per_class: int, test_fraction: float) -> int:
+    """How many of a class's ``per_class`` patches are test patches; ``ValueError`` unless both splits get one."""
+    n_test = round(per_class * test_fraction)
+    if not 0 < n_test < per_class:
+        raise ValueError(
+            f"per_class={per_class} with test_fraction={test_fraction} leaves {n_test} test and "
+            f"{per_class - n_test} training patches per class; both must be at least 1"
+        )
+    return n_test
 
 
 def _photo(name: str) -> np.ndarray:

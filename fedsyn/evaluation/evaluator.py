@@ -76,6 +76,7 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: Atta
     """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores."""
     row = ResultRow(
         cell_key=cell.key,
+        seed=cell.seed,
         round=entry.round,
         partition_id=entry.partition_id,
         attacker=attacker,

@@ -1,4 +1,9 @@
-"""Grid expansion: one ``Cell`` per (model, trained state, FL/WR/WS combination, defense set)."""
+"""Grid expansion: one ``Cell`` per (seed, model, trained state, FL/WR/WS combination, defense set).
+
+The seed is the outermost dimension: a sweep runs the whole grid of the first seed before the next, so
+an interrupted sweep already holds complete, paired tables. A cell's label in the report (model,
+trained state, combination, defense) leaves the seed out, so the report pools a combination's seeds.
+"""
 
 from __future__ import annotations
 
@@ -51,18 +56,19 @@ class Cell(StrictModel):
 
     def describe(self) -> str:
         return (
-            f"{self.key}  model={self.model.label} trained={self.trained}ep combo={self.combo} "
+            f"{self.key}  seed={self.seed} model={self.model.label} trained={self.trained}ep combo={self.combo} "
             f"defense={self.defense.name} clients={self.federation.clients} rounds={self.federation.rounds} "
             f"attackers={','.join(self.attack.attackers)} methods={','.join(self.attack.methods)}"
         )
 
 
 def expand(config: ExperimentConfig) -> list[Cell]:
-    """All cells of ``config`` in a fixed order (models, trained states, grid blocks, combinations, defenses)."""
+    """All cells of ``config`` in a fixed order (seeds, models, trained states, grid blocks, combinations,
+    defenses)."""
     cells = [
         Cell(
             experiment=config.name,
-            seed=config.seed,
+            seed=seed,
             dataset=config.dataset,
             model=model,
             trained=trained,
@@ -74,7 +80,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
             attack=config.attack,
             metrics=config.metrics,
         )
-        for model, trained in itertools.product(config.models, config.trained)
+        for seed, model, trained in itertools.product(config.seeds, config.models, config.trained)
         for combos, defenses in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
     ]

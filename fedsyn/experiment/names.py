@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedsyn.biomod import COMBOS, METHODS as BIOMOD_METHODS, parse_combo
-from fedsyn.data import DATASET_NAMES, SCHEMES
-from fedsyn.models import MODEL_NAMES
+from fedsyn.data import DATASET_NAMES, DATASET_OPTIONS, SCHEMES
+from fedsyn.models import MODEL_NAMES, MODEL_OPTIONS
 
 MODELS: tuple[str, ...] = MODEL_NAMES
 DATASETS: tuple[str, ...] = DATASET_NAMES
 PARTITION_SCHEMES: tuple[str, ...] = SCHEMES
+OPTIONS = {"model": MODEL_OPTIONS, "dataset": DATASET_OPTIONS}
+"""Per model and per dataset name, the options model its builder or reader accepts."""
 
 ATTACKERS: tuple[str, ...] = ("oblivious", "informed")
 """The threat models of the evaluator (docs/methods.md, "Oblivious vs informed")."""
@@ -68,6 +70,7 @@ __all__ = [
     "HIGHER_IS_PRIVATE",
     "METRICS",
     "MODELS",
+    "OPTIONS",
     "PARTITION_SCHEMES",
     "REPORT_METRICS",
     "combo_flags",

@@ -1,7 +1,7 @@
 """The YAML experiment schema: everything a sweep does is decided here, before any work starts.
 
 An ``ExperimentConfig`` describes a grid; ``fedsyn.experiment.grid.expand`` turns it into ``Cell``s, one per
-(model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
+(seed, model, trained state, FL/WR/WS combination, defense set). Unknown keys and bad values are rejected
 with the offending field named (pydantic) and, for closed choices, the allowed values listed.
 """
 
@@ -13,18 +13,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 import attacks
 from fedsyn.defenses import DPSGD, DefenseConfig, DefenseSet, SecAgg
 from fedsyn.errors import FedsynError
-from fedsyn.strict import StrictModel
+from fedsyn.strict import StrictModel, validate_options
 
-from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, PARTITION_SCHEMES, one_of
+from .names import ATTACKERS, COMBOS, DATASETS, METRICS, MODELS, OPTIONS, PARTITION_SCHEMES, one_of
 
 
 class ConfigError(FedsynError, ValueError):
     """A config file that cannot be used; the message names the file and every bad field."""
+
+
+def _checked_options(kind: str, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """A model's or dataset's ``options`` checked against what its builder or reader accepts (names, types,
+    bounds: ``fedsyn.experiment.names.OPTIONS``); left alone when the name itself is invalid."""
+    name = info.data.get("name")
+    if name is None:
+        return options
+    return validate_options(OPTIONS[kind][name], options, f"{kind} {name!r}")
 
 
 class DatasetSpec(StrictModel):
@@ -37,6 +46,11 @@ class DatasetSpec(StrictModel):
     @classmethod
     def _known(cls, name: str) -> str:
         return one_of(name, DATASETS, "dataset")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _checked_options("dataset", options, info)
 
     @model_validator(mode="after")
     def _imagefolder_needs_root(self) -> "DatasetSpec":
@@ -54,6 +68,11 @@ class ModelSpec(StrictModel):
     @classmethod
     def _known(cls, name: str) -> str:
         return one_of(name, MODELS, "model")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _checked_options("model", options, info)
 
     @property
     def label(self) -> str:
@@ -203,8 +222,12 @@ def _defense_set(item: Any) -> Any:
 
 
 class ExperimentConfig(StrictModel):
+    """A whole experiment. ``seeds`` repeats the grid once per seed (``seed: N`` is the one-seed shorthand):
+    every cell of a seed sees the same client partitions, batches and initial weights whatever its
+    combination or defense, so the repeats pair up across a table's rows."""
+
     name: str = "experiment"
-    seed: int = 0
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="one repeat of the grid per seed")
     dataset: DatasetSpec = DatasetSpec()
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     federation: FederationSpec = FederationSpec()
@@ -215,6 +238,24 @@ class ExperimentConfig(StrictModel):
     grid: tuple[GridBlock, ...] = Field((), description="blocks of (combos x defenses); empty: the full product")
     attack: AttackSpec = AttackSpec()
     metrics: tuple[str, ...] = METRICS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, data: Any) -> Any:
+        """``seed: N`` (configs written before repeats) means ``seeds: [N]``."""
+        if isinstance(data, dict) and "seed" in data:
+            if "seeds" in data:
+                raise ValueError("give either seed (one) or seeds (a list), not both")
+            data = dict(data)
+            data["seeds"] = [data.pop("seed")]
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"seeds must be >= 0, got {list(seeds)}")
+        return _distinct(seeds, "seeds")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -282,8 +323,17 @@ class ExperimentConfig(StrictModel):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: {err.error_count()} invalid field(s)"]
-    for item in err.errors():
+    """One line per bad field. A list whose item failed is also reported by pydantic as too short (the
+    failed item does not count); that echo is left out, the item's own error says it all."""
+    locations = [tuple(item["loc"]) for item in err.errors()]
+
+    def echo(item: Any) -> bool:
+        where = tuple(item["loc"])
+        return item["type"] == "too_short" and any(len(loc) > len(where) and loc[: len(where)] == where for loc in locations)
+
+    errors = [item for item in err.errors() if not echo(item)]
+    lines = [f"{source}: {len(errors)} invalid field(s)"]
+    for item in errors:
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)

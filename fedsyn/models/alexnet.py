@@ -17,12 +17,13 @@ regularisation and because it would make the shared gradient random.
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import nn
 
 from .shapes import flat_features
 
 
-def alexnet(num_classes: int, in_shape: tuple[int, ...], *, hidden: int = 4096) -> nn.Module:
+def alexnet(num_classes: int, in_shape: tuple[int, ...], *, hidden: PositiveInt = 4096) -> nn.Module:
     channels = in_shape[0]
     features = nn.Sequential(
         nn.Conv2d(channels, 64, kernel_size=3, stride=2, padding=1),

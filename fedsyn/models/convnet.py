@@ -7,12 +7,13 @@ is 4w x 3 x 3).
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import nn
 
 from .shapes import flat_features
 
 
-def convnet(num_classes: int, in_shape: tuple[int, ...], *, width: int = 64) -> nn.Module:
+def convnet(num_classes: int, in_shape: tuple[int, ...], *, width: PositiveInt = 64) -> nn.Module:
     widths = [in_shape[0], width, 2 * width, 2 * width, 4 * width, 4 * width, 4 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+from pydantic import PositiveInt
 from torch import nn
 
 
-def mlp(num_classes: int, in_shape: tuple[int, ...], *, width: int = 3000, depth: int = 2) -> nn.Module:
+def mlp(
+    num_classes: int, in_shape: tuple[int, ...], *, width: PositiveInt = 3000, depth: PositiveInt = 2
+) -> nn.Module:
     """Flatten, then ``depth`` hidden ``Linear -> ReLU`` blocks of ``width`` units, then the classifier."""
     if depth < 1 or width < 1:
         raise ValueError(f"mlp needs depth >= 1 and width >= 1, got depth={depth}, width={width}")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedsyn.errors import FedsynError
+from fedsyn.strict import StrictModel, keyword_options_model
 
 from .alexnet import alexnet
 from .convnet import convnet
@@ -27,6 +28,11 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lenet": lenet,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
+MODEL_OPTIONS: dict[str, type[StrictModel]] = {
+    name: keyword_options_model(build, f"{name}_options") for name, build in BUILDERS.items()
+}
+"""Each model's options, read from its builder's keyword-only parameters (names, types, constraints), so
+the experiment schema checks ``options:`` when a config loads."""
 
 
 class UnknownModelError(FedsynError, ValueError):

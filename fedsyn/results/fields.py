@@ -42,6 +42,7 @@ class ResultRow:
     """
 
     cell_key: str
+    seed: int = _column("INTEGER NOT NULL")
     round: int = _column("INTEGER NOT NULL")
     partition_id: int = _column("INTEGER NOT NULL")
     attacker: str = _column("TEXT NOT NULL")

@@ -40,10 +40,9 @@ from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 
 SCHEMA_VERSION = 3
 """Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta;
-version 3 the reference scores ``ref_mse``, ``ref_psnr``, ``ref_ssim``, ``ref_mse_pct``."""
-READABLE_VERSIONS: tuple[int, ...] = (2, SCHEMA_VERSION)
-"""Versions a read-only store opens: a version-2 store's rows lack the ``ref_*`` columns (the report then
-says that its baseline check could not run)."""
+version 3 the ``seed`` column (repeats), the reference scores ``ref_mse``, ``ref_psnr``, ``ref_ssim``,
+``ref_mse_pct`` and the other columns docs/results.md lists for it. A version-2 store is upgraded in
+place when opened (``_upgrade_from_2``); older ones are refused."""
 DB_NAME = "results.db"
 
 _CELL_COLUMNS = """
@@ -93,8 +92,46 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+_TABLES = ("meta", "cells", "rounds", "results")
+
+
 class StoreError(FedsynError, RuntimeError):
-    """A results database that cannot be used (wrong schema version, malformed rows)."""
+    """A results database that cannot be used (wrong schema version, malformed rows, a damaged file or one
+    that is not a fedsyn results database)."""
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn SQLite's own errors about the file (not a database, damaged, locked for good) into a
+    ``StoreError`` that names the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path} cannot be read as a fedsyn results database: {err}") from None
+
+
+def _upgrade_from_2(path: Path) -> None:
+    """Add version 3's columns to a version-2 store: ``seed`` filled from each row's cell (its ``cell_json``),
+    the others NULL (the report then says what it could not compute from them)."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+        for name, sql in RESULT_COLUMNS.items():
+            if name not in columns:
+                db.execute(f"ALTER TABLE results ADD COLUMN {name} {sql.replace('NOT NULL', '').strip()}")
+        db.execute(
+            "UPDATE results SET seed = (SELECT json_extract(cell_json, '$.seed') FROM cells "
+            "WHERE cells.cell_key = results.cell_key)"
+        )
+        db.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as err:
+        raise StoreError(
+            f"{path} has results schema version 2 and could not be upgraded to {SCHEMA_VERSION} in place: {err}"
+        ) from None
+    finally:
+        db.close()
 
 
 def package_versions() -> dict[str, str]:
@@ -134,15 +171,31 @@ class ResultStore:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        if readonly and not self.path.is_file():
+            raise FileNotFoundError(f"no results database at {self.path} (run `fedsyn sweep CONFIG --out DIR` first)")
+        with _readable(self.path):
+            self._open(readonly)
+
+    def _open(self, readonly: bool) -> None:
         if readonly:
-            if not self.path.is_file():
-                raise FileNotFoundError(f"no results database at {self.path} (run `fedsyn sweep CONFIG --out DIR` first)")
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA foreign_keys = ON")
+        tables = {row["name"] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if (tables or readonly) and not set(_TABLES) <= tables:
+            self._db.close()
+            raise StoreError(
+                f"{self.path} is an SQLite database but not a fedsyn results store (it lacks the table(s) "
+                f"{', '.join(sorted(set(_TABLES) - tables))}); point the command at a sweep's results directory"
+            )
+        if tables and self.meta("schema_version") == "2":
+            self._db.close()
+            _upgrade_from_2(self.path)
+            self._open(readonly)
+            return
         if not readonly:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -154,11 +207,11 @@ class ResultStore:
                     "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
         found = self.meta("schema_version")
-        readable = READABLE_VERSIONS if readonly else (SCHEMA_VERSION,)
-        if found is not None and int(found) not in readable:
+        if found != str(SCHEMA_VERSION):
+            self._db.close()
             raise StoreError(
                 f"{self.path} has results schema version {found}; this fedsyn "
-                f"{'reads' if readonly else 'writes'} version {' or '.join(map(str, readable))} "
+                f"{'reads' if readonly else 'writes'} version {SCHEMA_VERSION} "
                 "(run the sweep into a new results directory)"
             )
 
@@ -182,10 +235,11 @@ class ResultStore:
         self._db.execute("COMMIT")
 
     def meta(self, name: str) -> str | None:
-        try:
-            found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        except sqlite3.OperationalError:
-            return None
+        with _readable(self.path):
+            try:
+                found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            except sqlite3.OperationalError:
+                return None
         return None if found is None else found["value"]
 
     def set_experiment(self, name: str, cell_keys: Sequence[str], config_json: str) -> None:
@@ -298,6 +352,8 @@ class ResultStore:
             raise StoreError(f"result row of cell {cell.key} lacks field(s) {missing}; got {sorted(row)}")
         if row.get("cell_key", cell.key) != cell.key:
             raise StoreError(f"result row belongs to cell {row['cell_key']}, not to cell {cell.key}")
+        if row["seed"] != cell.seed:
+            raise StoreError(f"result row has seed {row['seed']}, but cell {cell.key} has seed {cell.seed}")
         extra = {k: v for k, v in row.items() if k not in RESULT_FIELDS and k != "cell_key"}
         return {
             "cell_key": cell.key,
@@ -316,10 +372,15 @@ class ResultStore:
             query += " WHERE cell_key = ?"
             args = (cell_key,)
         query += f" ORDER BY {', '.join(ROW_KEY)}"
-        return [dict(row) for row in self._db.execute(query, args)]
+        with _readable(self.path):
+            return [dict(row) for row in self._db.execute(query, args)]
 
     def cells(self) -> list[dict[str, Any]]:
         """One dict per recorded cell (done or failed), with ``rounds``: its per-round accuracy and loss."""
+        with _readable(self.path):
+            return self._cells()
+
+    def _cells(self) -> list[dict[str, Any]]:
         by_key = {row["cell_key"]: {**dict(row), "rounds": []} for row in self._db.execute("SELECT * FROM cells ORDER BY cell_key")}
         for row in self._db.execute("SELECT * FROM rounds ORDER BY cell_key, round"):
             by_key[row["cell_key"]]["rounds"].append({"round": row["round"], "accuracy": row["accuracy"], "loss": row["loss"]})

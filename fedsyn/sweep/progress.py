@@ -85,7 +85,7 @@ class Progress:
         self._summary(cell, f"FAILED {format_duration(seconds):>6}  {lines[-1] if lines else 'unknown error'}")
 
     def _summary(self, cell: Cell, text: str) -> None:
-        label = f"{cell.model.label} {cell.trained}ep {cell.combo} [{cell.defense.name}]"
+        label = f"{cell.model.label} {cell.trained}ep {cell.combo} [{cell.defense.name}] seed {cell.seed}"
         counts = "" if self._live else f"  | {self.status()}"
         self._line(f"{cell.key} {label}: {text}{counts}")
         self.refresh()

@@ -14,7 +14,7 @@ from pathlib import Path
 from fedsyn.experiment.schema import ConfigError, ExperimentConfig, load_config, parse_config
 from fedsyn.report import build_report
 
-from .runner import run_sweep
+from .runner import SweepSummary, run_sweep
 
 QUICKSTART = "quickstart.yaml"
 QUICKSTART_DATASETS: tuple[str, ...] = ("photos", "cifar10", "imagefolder")
@@ -52,8 +52,12 @@ def quickstart_config(dataset: str = "photos", data_root: str | None = None) -> 
     return parse_config(data, f"{QUICKSTART} with --dataset {dataset}")
 
 
-def quickstart(out_dir: Path, *, dataset: str = "photos", data_root: str | None = None, workers: int = 1) -> None:
-    """Run (or resume) the quickstart sweep into ``out_dir`` and write its report there."""
-    run_sweep(quickstart_config(dataset, data_root), Path(out_dir), workers=workers)
+def quickstart(
+    out_dir: Path, *, dataset: str = "photos", data_root: str | None = None, workers: int = 1
+) -> SweepSummary:
+    """Run (or resume) the quickstart sweep into ``out_dir`` and write its report there (also when some cells
+    failed: the report lists them); returns the sweep's summary."""
+    summary = run_sweep(quickstart_config(dataset, data_root), Path(out_dir), workers=workers)
     path = build_report(Path(out_dir))
     print(f"report written to {path}")
+    return summary

@@ -13,7 +13,8 @@ Guarantees:
   at most a half-written ``.work-*`` directory or an uncommitted renamed one; the next run deletes both and
   runs those cells again. Every random draw derives from the cell's seed, so the rows come out the same.
 - A failing cell is recorded with status ``failed`` and its error, and the sweep goes on; the next run
-  retries it.
+  retries it. ``run_sweep`` returns how many cells of the grid failed and how many result rows of its
+  finished cells have status ``failed``, so the CLI can exit non-zero on either.
 - Each cell runs in its own process (``fedsyn.sweep.cell_process``), so ``--workers N`` is N such
   processes at a time and the numbers do not depend on N. With ``ray_address`` each cell is a Ray task on
   that cluster; the task sends the cell's directory back and the driver writes the one store.
@@ -64,6 +65,37 @@ class Finished:
     cell: Cell
     work_dir: Path
     outcome: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The state of a config's grid in the store after a run: what failed, out of how much."""
+
+    cells: int
+    failed_cells: int
+    rows: int
+    failed_rows: int
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_cells or self.failed_rows)
+
+    def describe(self) -> str:
+        return (
+            f"{self.failed_cells} of {self.cells} cells failed, {self.failed_rows} of {self.rows} result rows "
+            "of the finished cells failed"
+        )
+
+
+def summarize(store: ResultStore, keys: set[str]) -> SweepSummary:
+    """Failed cells and failed rows of the grid ``keys`` as the store holds them now."""
+    rows = [row for row in store.results() if row["cell_key"] in keys]
+    return SweepSummary(
+        cells=len(keys),
+        failed_cells=len(store.failed_keys() & keys),
+        rows=len(rows),
+        failed_rows=sum(1 for row in rows if row["status"] == "failed"),
+    )
 
 
 @contextmanager
@@ -262,7 +294,7 @@ def run_sweep(
     workers: int = 1,
     ray_address: str | None = None,
     progress: bool = True,
-) -> None:
+) -> SweepSummary:
     """Run every cell of ``config`` not yet finished in ``out_dir``; see the module docstring."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -285,3 +317,4 @@ def run_sweep(
         for result in stream:
             _commit(store, result, cells_dir, bar)
         bar.close()
+        return summarize(store, {cell.key for cell in cells})
