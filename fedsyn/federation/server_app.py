@@ -22,21 +22,30 @@ from torch import nn
 from fedsyn.defenses import SecAgg
 
 from fedsyn.evaluation.capture import CaptureWriter
-from fedsyn.task.data import dataset_spec, load_split
+from fedsyn.experiment.grid import Cell
+from fedsyn.task.data import client_partitions, dataset_spec, load_split
 from fedsyn.task.model import plain_model
 from fedsyn.task.training import LocalHyper
 
-from .protocol import expected_arrays
+from .protocol import ReplyLimits, expected_arrays
 from .secure_server import run_secure_federation
 from .server_round import RoundBook
 from .settings import RunSettings, parse_run_config
 from .strategy import CapturingFedAvg
 
 
+def reply_limits(cell: Cell) -> ReplyLimits:
+    """What the server accepts in the cell's train replies: each partition's size (the same seeded
+    partitioning the clients use) and the cell's norm bound."""
+    partitions = client_partitions(cell, load_split(dataset_spec(cell), "train"))
+    return ReplyLimits(tuple(len(p) for p in partitions), cell.federation.max_update_norm)
+
+
 def initial_model(settings: RunSettings) -> nn.Module:
     """The cell's architecture with the weights round 1 starts from.
 
-    The server reads the training split only for its class count and image shape (the architecture).
+    The server reads the training split only for its class count and image shape (the architecture),
+    and for the partition sizes that bound the replies' ``num-examples`` (``reply_limits``).
     """
     cell = settings.cell
     train = load_split(dataset_spec(cell), "train")
@@ -60,7 +69,7 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> Path:
     expected = expected_arrays(model, hyper.capture)
     secagg = cell.defense.find(SecAgg)
     if secagg is None:
-        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, clients=cell.federation.clients)
+        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, limits=reply_limits(cell))
         strategy.start(
             grid,
             ArrayRecord(model.state_dict()),
