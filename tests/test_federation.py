@@ -196,8 +196,6 @@ def test_run_and_node_config_errors_name_the_key(tmp_path: Path) -> None:
     assert settings.capture_dir == tmp_path / cell.key
     with pytest.raises(RunConfigError, match="unknown run config key"):
         parse_run_config({"num-server-rounds": 3})
-    with pytest.raises(RunConfigError, match="names no experiment"):
-        parse_run_config({})
     with pytest.raises(RunConfigError, match="client-threads must be an integer"):
         parse_run_config({**run_config(cell, tmp_path), "client-threads": "one"})
     with pytest.raises(RunConfigError, match="num-partitions=2 but the cell federates 4"):

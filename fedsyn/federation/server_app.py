@@ -3,8 +3,9 @@ every client and leave a complete capture directory behind.
 
 A cell without SecAgg+ runs ``CapturingFedAvg`` (every reply captured); one whose defense set has
 ``secagg`` runs Flower's SecAgg+ workflow (``fedsyn.federation.secure_server``: only the clients' mean
-is captured). ``app`` is the component ``flwr run`` loads; ``make_server_app(run_config)`` binds a run
-config for the in-process simulation (see ``fedsyn.federation.settings``).
+is captured). ``make_server_app(run_config)`` binds a run config for the in-process simulation (see
+``fedsyn.federation.settings``); the ServerApp ``flwr run`` loads is ``fedsyn.sweep.flower_app.app``,
+which runs ``run_federation`` and then attacks and reports.
 """
 
 from __future__ import annotations
@@ -94,5 +95,3 @@ def make_server_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
 
     return server
 
-
-app = make_server_app()
