@@ -14,6 +14,11 @@ Message-API records:
 
 The SecAgg+ path sends the same config and metrics in Flower's legacy fit messages
 (``fedsyn.federation.legacy``). Aggregation is weighted by ``WEIGHT`` (``num-examples``).
+
+What the server accepts in a train reply is checked here too, since a client may be hostile:
+``metrics_problem`` (types, finiteness, ranges against ``ReplyLimits``), ``reply_arrays_problem``
+(names, shapes, dtypes, finiteness, magnitude, the optional norm bound) and ``PartitionOwners`` (a
+partition id is bound to the node that first reported it).
 """
 
 from __future__ import annotations
