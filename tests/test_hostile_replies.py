@@ -204,3 +204,17 @@ def test_round_keeps_the_global_arrays_when_every_reply_is_hostile(tmp_path: Pat
 def test_norm_bound_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="federation.max_update_norm"):
         cell(max_update_norm=0)
+
+
+def test_a_step_to_non_finite_global_arrays_is_not_taken(tmp_path: Path) -> None:
+    the_cell = cell(clients=1)
+    writer = CaptureWriter.create(tmp_path / "capture", the_cell)
+    strategy = CapturingFedAvg(
+        RoundBook(writer), hyper=LocalHyper.from_cell(the_cell), expected=EXPECTED, limits=ReplyLimits((PARTITION_SIZE,))
+    )
+    large = {**GLOBAL, "w": np.full((2, 3), 3e38, np.float32)}
+    strategy.book.begin(1, large)
+    assert strategy.aggregate_train(1, [reply(10, {**good_arrays(), "w": large["w"]}, good_metrics(0))]) == (None, None)
+    strategy.book.evaluated(None)
+    (summary,) = Capture(tmp_path / "capture").summary["rounds"]
+    assert summary["accepted"] == 0 and "would not be finite" in summary["rejections"][0]
