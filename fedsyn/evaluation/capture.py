@@ -28,7 +28,8 @@ more than a model's worth of arrays per reply. The index records every reply's a
 Index entry fields: ``round``, ``partition_id`` (null when an error reply did not say), ``node_id``,
 ``status`` (``ok`` | ``rejected`` | ``masked``), ``reason`` (why rejected, else null), ``file``,
 ``capture`` (``update`` | ``gradient``), ``steps``, ``lr``, ``batch_size`` (the local hyperparameters
-the client reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list), ``dtypes`` (name -> numpy dtype name; absent in older captures),
+the client reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list),
+``dtypes`` (name -> numpy dtype name; absent in older captures),
 ``config_hash`` (the cell key), ``defense`` (what the client's defenses reported, e.g.
 ``clip_noise.epsilon``), ``covers`` (see below; absent in captures written before it existed).
 

@@ -175,7 +175,9 @@ def shipped_experiment(name: str) -> Path:
     for folder in (package / "configs", package.parent / "configs"):
         if (folder / name).is_file():
             return folder / name
-    raise RunConfigError(f"shipped experiment {name} is in neither {package / 'configs'} nor {package.parent / 'configs'}")
+    raise RunConfigError(
+        f"shipped experiment {name} is in neither {package / 'configs'} nor {package.parent / 'configs'}"
+    )
 
 
 def _int(values: Mapping[str, Any], key: str) -> int:

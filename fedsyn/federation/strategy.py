@@ -217,8 +217,9 @@ class CapturingFedAvg(EvaluatingFedAvg):
         mean, metrics = super().aggregate_train(server_round, accepted)
         stepped = None
         if mean is not None:
+            mean_arrays = {name: a.numpy() for name, a in mean.items()}
             with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught right below
-                stepped = next_global(self.book.global_arrays, {name: a.numpy() for name, a in mean.items()}, self.hyper)
+                stepped = next_global(self.book.global_arrays, mean_arrays, self.hyper)
             if arrays_problem(stepped, {name: a.shape for name, a in stepped.items()}) is not None:
                 rejected.append("aggregate: the next global arrays would not be finite; the global arrays stay")
                 self.book.trained(accepted=0, rejections=rejected, train_loss=None)

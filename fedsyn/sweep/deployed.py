@@ -100,7 +100,12 @@ def run_deployment(
         insecure=insecure,
     )
     return attack_and_report(
-        cell, capture_dir, results, experiment=experiment.name, config_json=experiment.model_dump_json(), started=started
+        cell,
+        capture_dir,
+        results,
+        experiment=experiment.name,
+        config_json=experiment.model_dump_json(),
+        started=started,
     )
 
 

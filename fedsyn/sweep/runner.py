@@ -13,7 +13,8 @@ Guarantees:
   at most a half-written ``.work-*`` directory or an uncommitted renamed one (the store names it as being
   committed); the next run deletes both and runs those cells again. Any other folder of a cell the store
   does not list as finished means the store lost commits: the sweep stops and deletes nothing unless
-  asked to (``redo``, ``fedsyn sweep --redo``). Every random draw derives from the cell's seed, so the rows come out the same.
+  asked to (``redo``, ``fedsyn sweep --redo``). Every random draw derives from the cell's seed, so the
+  rows come out the same.
 - A failing cell is recorded with status ``failed`` and its error, and the sweep goes on; the next run
   retries it.
 - Each cell runs in its own process (``fedsyn.sweep.cell_process``), so ``--workers N`` is N such
