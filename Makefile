@@ -12,11 +12,14 @@ install: $(STAMP)
 
 # torch is installed first, pinned to the release this project is developed and benchmarked with
 # (its wheels sit in the local wheel cache of our machines); pyproject.toml itself accepts any torch >= 2.2.
+# The venv's activate script turns off Flower's runtime dependency installation, so the local SuperLink
+# that `flwr run .` starts never installs another torch for the app (README, "flwr run .").
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -e ".[dev]"
+	echo 'export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1  # fedsyn Makefile: flwr run keeps the venv torch' >> $(BIN)/activate
 	touch $(STAMP)
 
 # The benchmarks' extra: breaching, the reference attack of benchmarks/attack_quality.py --reference.

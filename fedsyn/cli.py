@@ -43,7 +43,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{len(cells)} cells")
         return 0
     summary = run_sweep(
-        config, Path(args.out), workers=args.workers, ray_address=args.ray_address, progress=not args.quiet
+        config, Path(args.out), workers=args.workers, ray_address=args.ray_address, progress=not args.quiet,
+        redo=args.redo,
     )
     return _failures("sweep", summary)
 
@@ -143,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="send cells to an existing Ray cluster")
     p.add_argument("--dry-run", action="store_true", help="print the expanded cells and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--redo",
+        action="store_true",
+        help="delete the folders of cells the store does not list as finished (a lost WAL) and run them again",
+    )
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("federate", help="run one cell's federation on Flower's simulation engine")

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
 import attacks
 from fedsyn.biomod import fuzzy_factors
@@ -34,7 +33,6 @@ from fedsyn.federation.settings import (
     parse_run_config,
     run_config,
 )
-from fedsyn.federation.strategy import reply_problem, triage
 from fedsyn.seeding import derive_seed
 from fedsyn.sweep.pretrain import pretrain_key
 from fedsyn.task.data import client_partitions, dataset_spec, load_split
@@ -195,57 +193,6 @@ def test_informed_attacker_leaves_rejuvenated_weights_out(run: Capture) -> None:
     assert entry.rejuvenated > 0 and 0.5 * entry.rejuvenated <= flagged <= 2 * entry.rejuvenated
 
 
-def _metadata() -> Metadata:
-    """Metadata of a reply from node 7 (what a SuperLink would fill in)."""
-    return Metadata(
-        run_id=1,
-        message_id="reply",
-        src_node_id=7,
-        dst_node_id=1,
-        reply_to_message_id="train",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type="train",
-    )
-
-
-def _reply(arrays: dict[str, np.ndarray], metrics: dict[str, float]) -> Message:
-    tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
-    content = RecordDict({"arrays": ArrayRecord(tensors), "metrics": MetricRecord(metrics)})
-    return Message(content=content, metadata=_metadata())
-
-
-def test_reply_checks_name_the_problem() -> None:
-    expected = {"w": (2, 3), "b": (2,)}
-    good = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
-    metrics = {"num-examples": 5, "partition-id": 0}
-    assert reply_problem(_reply(good, metrics), expected) is None
-    assert "wrong shapes: w" in reply_problem(_reply({**good, "w": np.zeros((3, 2), np.float32)}, metrics), expected)
-    assert "missing ['b']" in reply_problem(_reply({"w": good["w"]}, metrics), expected)
-    assert "Inf" in reply_problem(_reply({**good, "b": np.array([1.0, np.inf], np.float32)}, metrics), expected)
-    assert "partition-id" in reply_problem(_reply(good, {"num-examples": 5}), expected)
-    assert "num-examples must be positive" in reply_problem(_reply(good, {**metrics, "num-examples": 0}), expected)
-    failed = Message(error=Error(code=3, reason="boom"), metadata=_metadata())
-    assert "boom" in reply_problem(failed, expected)
-
-
-def test_triage_rejects_a_repeated_partition_and_odd_metrics() -> None:
-    expected = {"w": (2,)}
-    arrays = {"w": np.ones(2, np.float32)}
-    replies = [
-        _reply(arrays, {"num-examples": 5, "partition-id": 0}),
-        _reply(arrays, {"num-examples": 5, "partition-id": 0}),
-        _reply(arrays, {"num-examples": 5, "partition-id": 1, "extra": 1.0}),
-        _reply({"w": np.full(2, np.nan, np.float32)}, {"num-examples": 5, "partition-id": 2}),
-        _reply(arrays, {"num-examples": 5, "partition-id": 3}),
-    ]
-    reasons = [reason for _, reason in triage(replies, expected)]
-    assert reasons[0] is None and reasons[4] is None
-    assert "partition 0 already replied" in reasons[1]
-    assert "metric names" in reasons[2] and "NaN" in reasons[3]
-
-
 def test_run_and_node_config_errors_name_the_key(tmp_path: Path) -> None:
     cell = make_cell({"name": "photos"})
     settings = parse_run_config(run_config(cell, tmp_path, client_threads=2))
@@ -253,8 +200,6 @@ def test_run_and_node_config_errors_name_the_key(tmp_path: Path) -> None:
     assert settings.capture_dir == tmp_path / cell.key
     with pytest.raises(RunConfigError, match="unknown run config key"):
         parse_run_config({"num-server-rounds": 3})
-    with pytest.raises(RunConfigError, match="names no experiment"):
-        parse_run_config({})
     with pytest.raises(RunConfigError, match="client-threads must be an integer"):
         parse_run_config({**run_config(cell, tmp_path), "client-threads": "one"})
     with pytest.raises(RunConfigError, match="num-partitions=2 but the cell federates 4"):

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fedsyn.seeding",
         "fedsyn.strict",
         "fedsyn.atomic",
+        "fedsyn.paths",
         "fedsyn.biomod",
         "fedsyn.models",
         "fedsyn.data",

@@ -15,17 +15,21 @@ Layout (one directory per cell federation, ``<out-dir>/<cell key>``)::
     federation.json        per-round test accuracy and loss, accepted/rejected counts, seconds;
                            ``completed`` turns true after the last round
 
-Tensors are stored with ``torch.save`` and read with ``torch.load(weights_only=True)``; they are the
+Tensors are stored with ``torch.save`` and read with ``torch.load(weights_only=True)``, only from inside
+the capture folder (an index ``file`` such as ``../x.pt`` is refused, ``fedsyn.paths``); they are the
 exact arrays that crossed the protocol (Flower serialises with ``numpy.save``, which is lossless).
 Rounds not listed in ``federation.capture_rounds`` get index entries but no array files (``file`` is
 null). A reply that arrived with an error has no file either; one that was rejected for its contents
-(NaN/Inf, wrong names or shapes, a repeated partition) keeps its arrays in a ``rejected_*`` file so the
-rejection can be inspected.
+(see ``fedsyn.federation.protocol``: NaN/Inf, wrong names, shapes or dtypes, bad metrics, a partition
+claimed by another node) keeps its arrays in a ``rejected_*`` file so the rejection can be inspected,
+but only when they take no more bytes than a valid reply would: a client cannot make the server write
+more than a model's worth of arrays per reply. The index records every reply's array shapes and dtypes.
 
 Index entry fields: ``round``, ``partition_id`` (null when an error reply did not say), ``node_id``,
 ``status`` (``ok`` | ``rejected`` | ``masked``), ``reason`` (why rejected, else null), ``file``,
 ``capture`` (``update`` | ``gradient``), ``steps``, ``lr``, ``batch_size`` (the local hyperparameters
 the client reported), ``num_examples``, ``loss``, ``rejuvenated``, ``shapes`` (name -> list),
+``dtypes`` (name -> numpy dtype name; absent in older captures),
 ``config_hash`` (the cell key), ``defense`` (what the client's defenses reported, e.g.
 ``clip_noise.epsilon``), ``covers`` (see below; absent in captures written before it existed).
 
@@ -52,6 +56,7 @@ from pydantic import ValidationError
 from fedsyn.atomic import write_atomically, write_text_atomically
 from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import Cell
+from fedsyn.paths import inside
 
 CELL_FILE = "cell.json"
 INDEX_FILE = "index.jsonl"
@@ -101,6 +106,7 @@ class IndexEntry:
     rejuvenated: int | None
     config_hash: str
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
     defense: dict[str, float] = field(default_factory=dict)
     covers: list[int] = field(default_factory=list)
 
@@ -236,7 +242,7 @@ class Capture:
         return self._load(entry.file)
 
     def _load(self, name: str) -> dict[str, torch.Tensor]:
-        path = self.directory / name
+        path = inside(self.directory, name, source=str(self.directory / INDEX_FILE))
         if not path.is_file():
             raise CaptureError(f"capture file missing: {path}")
         return torch.load(path, weights_only=True)

@@ -106,6 +106,12 @@ class FederationSpec(StrictModel):
         description="fault injection for robustness tests: these partition ids reply with NaN arrays every "
         "round, which the server must reject (empty in real experiments)",
     )
+    max_update_norm: float | None = Field(
+        None,
+        gt=0,
+        description="the server rejects a reply whose L2 norm (all floating-point arrays together) exceeds "
+        "this; None: no bound",
+    )
 
     @model_validator(mode="after")
     def _rounds_exist(self) -> "FederationSpec":

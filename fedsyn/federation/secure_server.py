@@ -17,6 +17,8 @@ evaluate handler), so a round's test accuracy in ``federation.json`` means the s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -37,8 +39,16 @@ from fedsyn.evaluation.capture import AGGREGATE_ID
 from fedsyn.task.training import LocalHyper
 
 from . import legacy
-from .protocol import NUM_EXAMPLES, PARTITION_ID, SECURE_METRICS, SERVER_ROUND, WEIGHT, train_config
-from .server_round import RoundBook, arrays_problem, index_entry, next_global, training_summary
+from .protocol import (
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    SECURE_METRICS,
+    SERVER_ROUND,
+    WEIGHT,
+    arrays_problem,
+    train_config,
+)
+from .server_round import RoundBook, index_entry, next_global, training_summary
 from .settings import RunSettings
 from .strategy import EvaluatingFedAvg
 
@@ -128,6 +138,9 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         lacking = sorted({key for m in metrics for key in SECURE_METRICS if key not in m})
         if lacking:
             return mean, f"client metrics lack {lacking}: the aggregate cannot be attributed"
+        odd = sorted({key for m in metrics for key, value in m.items() if not _finite_number(value)})
+        if odd:
+            return mean, f"client metrics {odd[:5]} are not finite numbers: the aggregate cannot be summarised"
         return mean, arrays_problem(mean, self.expected)
 
     def _record_aggregate(
@@ -154,10 +167,16 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             status="ok" if problem is None else "rejected",
             reason=problem,
             shapes={name: a.shape for name, a in mean.items()},
-            covers=sorted(int(fit.metrics[PARTITION_ID]) for _, fit in results if PARTITION_ID in fit.metrics),
+            covers=sorted(
+                int(fit.metrics[PARTITION_ID]) for _, fit in results if _finite_number(fit.metrics.get(PARTITION_ID))
+            ),
         )
         tensors = {name: torch.from_numpy(a.copy()) for name, a in mean.items()}
         self.book.capture.save_reply(entry, tensors or None)
+
+
+def _finite_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _failure(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:

@@ -3,8 +3,9 @@ every client and leave a complete capture directory behind.
 
 A cell without SecAgg+ runs ``CapturingFedAvg`` (every reply captured); one whose defense set has
 ``secagg`` runs Flower's SecAgg+ workflow (``fedsyn.federation.secure_server``: only the clients' mean
-is captured). ``app`` is the component ``flwr run`` loads; ``make_server_app(run_config)`` binds a run
-config for the in-process simulation (see ``fedsyn.federation.settings``).
+is captured). ``make_server_app(run_config)`` binds a run config for the in-process simulation (see
+``fedsyn.federation.settings``); the ServerApp ``flwr run`` loads is ``fedsyn.sweep.flower_app.app``,
+which runs ``run_federation`` and then attacks and reports.
 """
 
 from __future__ import annotations
@@ -22,21 +23,30 @@ from torch import nn
 from fedsyn.defenses import SecAgg
 
 from fedsyn.evaluation.capture import CaptureWriter
-from fedsyn.task.data import dataset_spec, load_split
+from fedsyn.experiment.grid import Cell
+from fedsyn.task.data import client_partitions, dataset_spec, load_split
 from fedsyn.task.model import plain_model
 from fedsyn.task.training import LocalHyper
 
-from .protocol import expected_arrays
+from .protocol import ReplyLimits, expected_arrays
 from .secure_server import run_secure_federation
 from .server_round import RoundBook
 from .settings import RunSettings, parse_run_config
 from .strategy import CapturingFedAvg
 
 
+def reply_limits(cell: Cell) -> ReplyLimits:
+    """What the server accepts in the cell's train replies: each partition's size (the same seeded
+    partitioning the clients use) and the cell's norm bound."""
+    partitions = client_partitions(cell, load_split(dataset_spec(cell), "train"))
+    return ReplyLimits(tuple(len(p) for p in partitions), cell.federation.max_update_norm)
+
+
 def initial_model(settings: RunSettings) -> nn.Module:
     """The cell's architecture with the weights round 1 starts from.
 
-    The server reads the training split only for its class count and image shape (the architecture).
+    The server reads the training split only for its class count and image shape (the architecture),
+    and for the partition sizes that bound the replies' ``num-examples`` (``reply_limits``).
     """
     cell = settings.cell
     train = load_split(dataset_spec(cell), "train")
@@ -60,7 +70,7 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> Path:
     expected = expected_arrays(model, hyper.capture)
     secagg = cell.defense.find(SecAgg)
     if secagg is None:
-        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, clients=cell.federation.clients)
+        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, limits=reply_limits(cell))
         strategy.start(
             grid,
             ArrayRecord(model.state_dict()),
@@ -85,5 +95,3 @@ def make_server_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
 
     return server
 
-
-app = make_server_app()

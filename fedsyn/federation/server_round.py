@@ -3,9 +3,8 @@
 Both server paths share this: the plain one (``fedsyn.federation.strategy.CapturingFedAvg``, every
 client's reply in the clear) and the SecAgg+ one (``fedsyn.federation.secure_server``, only the
 clients' mean). Per round the server sends the same local hyperparameters (``protocol.train_config``), records
-the global arrays and the round's outcome (``RoundBook``), checks arrays against the protocol
-(``arrays_problem``), indexes what it heard (``index_entry``) and steps the global model from the mean
-reply (``next_global``):
+the global arrays and the round's outcome (``RoundBook``), indexes what it heard (``index_entry``; the
+checks are ``protocol``'s) and steps the global model from the mean reply (``next_global``):
 
 - capture ``update``: ``w <- w + mean(w_local - w)`` for every ``state_dict`` entry;
 - capture ``gradient`` (FedSGD): ``w <- w - lr * mean(gradient)`` for the parameters, buffers kept.
@@ -15,6 +14,7 @@ Integer buffers (BatchNorm's step counter) are rounded back to their dtype.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,30 +28,14 @@ from fedsyn.task.training import LocalHyper
 from .protocol import (
     ACCURACY,
     BATCH_SIZE,
+    DEFENSE,
     LOCAL_STEPS,
     LOSS,
     LR,
     NUM_EXAMPLES,
     PARTITION_ID,
     REJUVENATED,
-    defense_metrics,
 )
-
-
-def arrays_problem(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Why arrays cannot be aggregated (other names or shapes than the protocol's, NaN/Inf), or None."""
-    absent, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
-    if absent or extra:
-        return f"array names differ from the model's: missing {absent[:5]}, unexpected {extra[:5]}"
-    wrong = [
-        f"{name} {arrays[name].shape} != {shape}" for name, shape in expected.items() if arrays[name].shape != shape
-    ]
-    if wrong:
-        return f"wrong shapes: {', '.join(wrong[:5])}"
-    bad = [name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
-    if bad:
-        return f"NaN or Inf in {len(bad)} array(s), e.g. {bad[0]}"
-    return None
 
 
 def training_summary(metrics: Sequence[Mapping[str, Any]], weight_key: str) -> dict[str, float | int]:
@@ -90,18 +74,30 @@ def index_entry(
     status: str,
     reason: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    dtypes: Mapping[str, str] | None = None,
     covers: Sequence[int] = (),
 ) -> IndexEntry:
     """The index line of what the server heard from one node (or of a secure aggregate), built from the
-    reply's metrics: missing metrics become nulls, ``defense.*`` metrics the ``defense`` field."""
-    partition = metrics.get(PARTITION_ID)
+    reply's metrics: a missing metric, or one that is not a finite number (of integral value for the
+    integer fields), becomes null; ``defense.*`` metrics with finite values form the ``defense`` field.
+    A rejected reply's metrics are whatever the client sent, so nothing here may raise on them."""
 
     def number(key: str, kind: type) -> Any:
-        return kind(metrics[key]) if key in metrics else None
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        if kind is int and value != int(value):
+            return None
+        return kind(value)
 
+    defense = {
+        key[len(DEFENSE) :]: float(value)
+        for key, value in metrics.items()
+        if key.startswith(DEFENSE) and number(key, float) is not None
+    }
     return IndexEntry(
         round=round,
-        partition_id=int(partition) if isinstance(partition, (int, float)) else None,
+        partition_id=number(PARTITION_ID, int),
         node_id=node_id,
         status=status,
         reason=reason,
@@ -115,7 +111,8 @@ def index_entry(
         rejuvenated=number(REJUVENATED, int),
         config_hash=capture.cell.key,
         shapes={name: list(shape) for name, shape in (shapes or {}).items()},
-        defense=defense_metrics(metrics),
+        dtypes=dict(dtypes or {}),
+        defense=defense,
         covers=list(covers),
     )
 

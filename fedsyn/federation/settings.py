@@ -12,7 +12,8 @@ Run config keys (Flower keys are kebab-case):
     The sweep cell (``fedsyn.experiment.grid.Cell``) as JSON: model, dataset, FL/WR/WS, federation, defense.
 ``config-file`` / ``cell-index``
     Alternative to ``cell``: an experiment YAML and the index of one of its cells (``fedsyn sweep
-    --dry-run`` lists them). Used only when ``cell`` is empty.
+    --dry-run`` lists them). Used only when ``cell`` is empty. When both are empty (a bare ``flwr run
+    .``), the experiment is the shipped ``quickstart.yaml`` (``DEFAULT_EXPERIMENT``).
 ``out-dir``
     Where the ServerApp writes the capture (``<out-dir>/<cell key>``). Relative paths are taken from the
     ServerApp's working directory.
@@ -22,6 +23,10 @@ Run config keys (Flower keys are kebab-case):
     torch threads per ClientApp (default 1: the simulation runs one client per core side by side).
 ``round-timeout``
     Seconds the server waits for the replies of one round.
+``report``
+    Whether the ServerApp of ``flwr run`` (``fedsyn.sweep.flower_app``) attacks the capture, stores the
+    rows and writes ``report.html`` into ``out-dir`` after the federation (default true; the in-process
+    simulation and the deployed runner attack and report themselves, so ``run_config`` sets false).
 
 Node config keys: ``partition-id`` and ``num-partitions`` (Flower's own names, set by the simulation or
 by ``flower-supernode --node-config``), and optional ``data-root`` that replaces the cell's dataset
@@ -31,6 +36,7 @@ root on that node (e.g. where a container mounts CIFAR).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +53,7 @@ OUT_DIR = "out-dir"
 INITIAL_WEIGHTS = "initial-weights"
 CLIENT_THREADS = "client-threads"
 ROUND_TIMEOUT = "round-timeout"
+REPORT = "report"
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
@@ -60,8 +67,12 @@ DEFAULTS: dict[str, str | int | float] = {
     INITIAL_WEIGHTS: "",
     CLIENT_THREADS: 1,
     ROUND_TIMEOUT: 3600.0,
+    REPORT: True,
 }
 """Every run config key with its default; ``pyproject.toml``'s ``[tool.flwr.app.config]`` mirrors this."""
+
+DEFAULT_EXPERIMENT = "quickstart.yaml"
+"""The shipped experiment (``fedsyn/configs``) a run config without ``cell`` and ``config-file`` runs."""
 
 
 class RunConfigError(FedsynError, ValueError):
@@ -77,6 +88,7 @@ class RunSettings:
     initial_weights: Path | None
     client_threads: int
     round_timeout: float
+    report: bool
 
     @property
     def capture_dir(self) -> Path:
@@ -106,6 +118,7 @@ def run_config(
         OUT_DIR: str(out_dir),
         INITIAL_WEIGHTS: str(initial_weights) if initial_weights else "",
         CLIENT_THREADS: client_threads,
+        REPORT: False,
     }
 
 
@@ -122,12 +135,15 @@ def parse_run_config(values: Mapping[str, Any]) -> RunSettings:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise RunConfigError(f"run config {ROUND_TIMEOUT} must be > 0, got {timeout}")
     weights = str(merged[INITIAL_WEIGHTS])
+    if not isinstance(merged[REPORT], bool):
+        raise RunConfigError(f"run config {REPORT} must be true or false, got {merged[REPORT]!r}")
     return RunSettings(
         cell=_cell(merged),
         out_dir=Path(str(merged[OUT_DIR])),
         initial_weights=Path(weights) if weights else None,
         client_threads=threads,
         round_timeout=float(timeout),
+        report=merged[REPORT],
     )
 
 
@@ -151,6 +167,19 @@ def parse_node_config(values: Mapping[str, Any], num_clients: int) -> NodeSettin
     return NodeSettings(partition_id, num_partitions, str(root) if root else None)
 
 
+def shipped_experiment(name: str) -> Path:
+    """The shipped experiment file ``name``: in the package's ``configs`` folder (a link to the
+    repository's ``configs/`` in a checkout, package data in a wheel) or, in the copy of the app that
+    Flower installs for ``flwr run`` (which leaves links out), in the app folder's ``configs/``."""
+    package = Path(str(resources.files("fedsyn")))
+    for folder in (package / "configs", package.parent / "configs"):
+        if (folder / name).is_file():
+            return folder / name
+    raise RunConfigError(
+        f"shipped experiment {name} is in neither {package / 'configs'} nor {package.parent / 'configs'}"
+    )
+
+
 def _int(values: Mapping[str, Any], key: str) -> int:
     value = values[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
@@ -165,13 +194,7 @@ def _cell(values: Mapping[str, Any]) -> Cell:
             return Cell.model_validate_json(text)
         except ValidationError as err:
             raise RunConfigError(f"run config {CELL} is not a valid cell: {err}") from None
-    path = str(values[CONFIG_FILE])
-    if not path:
-        raise RunConfigError(
-            f"the run config names no experiment: set {CELL} (a cell as JSON) or {CONFIG_FILE} "
-            f"(an experiment YAML, with {CELL_INDEX}), e.g. flwr run . <connection> "
-            f"--run-config '{CONFIG_FILE}=\"configs/quickstart.yaml\"'"
-        )
+    path = str(values[CONFIG_FILE]) or str(shipped_experiment(DEFAULT_EXPERIMENT))
     cells = expand(load_config(path))
     index = _int(values, CELL_INDEX)
     if not 0 <= index < len(cells):

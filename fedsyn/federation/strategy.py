@@ -1,11 +1,13 @@
 """The malicious server's strategy: FedAvg that records everything it sends and receives.
 
 Per round, before aggregating, ``CapturingFedAvg`` writes the global arrays it sent and every reply into
-the capture directory (``fedsyn.evaluation.capture``). A reply that carries an error, lacks its
-metrics, has other array names or shapes than the protocol expects, contains NaN/Inf, repeats a
-partition id already heard this round or reports other metric names than the replies accepted before it
-is recorded as ``rejected`` with the reason and left out of the aggregation; the round goes on with the
-others (and keeps the global arrays when none is left).
+the capture directory (``fedsyn.evaluation.capture``). A reply that carries an error, fails the
+protocol's checks (``fedsyn.federation.protocol``: metrics, array names, shapes, dtypes, finiteness,
+magnitude, the optional norm bound), repeats a partition id already heard this round, reports a
+partition bound to another node (or from a node bound to another partition) or other metric names than
+the replies accepted before it is recorded as ``rejected`` with the reason and left out of the
+aggregation; the round goes on with the others (and keeps the global arrays when none is left, or when
+the accepted replies would step them to a non-finite value).
 
 Replies are updates, not weights, so aggregation is FedAvg on updates: Flower's sample-weighted mean of
 the accepted replies (``num-examples`` = the client's partition size, McMahan et al. 2017), then the
@@ -18,7 +20,8 @@ weighted accuracy and loss close the round's line in ``federation.json``); the S
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,8 +33,20 @@ from flwr.serverapp.strategy import FedAvg
 from fedsyn.evaluation.capture import IndexEntry
 from fedsyn.task.training import LocalHyper
 
-from .protocol import ARRAYS, LOSS, METRICS, NUM_EXAMPLES, PARTITION_ID, REQUIRED_METRICS, WEIGHT, train_config
-from .server_round import RoundBook, arrays_problem, index_entry, next_global, training_summary
+from .protocol import (
+    ARRAYS,
+    LOSS,
+    METRICS,
+    PARTITION_ID,
+    WEIGHT,
+    PartitionOwners,
+    ReplyLimits,
+    arrays_problem,
+    metrics_problem,
+    reply_arrays_problem,
+    train_config,
+)
+from .server_round import RoundBook, index_entry, next_global, training_summary
 
 
 def mean_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -49,8 +64,10 @@ def decode_arrays(message: Message) -> dict[str, np.ndarray] | None:
         return None
 
 
-def reply_problem(message: Message, expected: dict[str, tuple[int, ...]]) -> str | None:
-    """Why a training reply cannot be aggregated, or None when it is sound."""
+def reply_problem(
+    message: Message, expected: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, np.dtype], limits: ReplyLimits
+) -> str | None:
+    """Why a training reply cannot be aggregated on its own merits (``protocol``'s checks), or None."""
     if message.has_error():
         return f"client error (code {message.error.code}): {message.error.reason}"
     content = message.content
@@ -59,36 +76,45 @@ def reply_problem(message: Message, expected: dict[str, tuple[int, ...]]) -> str
             f"expected one array record {ARRAYS!r} and one metric record {METRICS!r}, got arrays "
             f"{sorted(content.array_records)} and metrics {sorted(content.metric_records)}"
         )
-    metrics = content.metric_records[METRICS]
-    missing = [key for key in REQUIRED_METRICS if key not in metrics]
-    if missing:
-        return f"metrics lack {missing}"
-    if not float(metrics[NUM_EXAMPLES]) > 0:
-        return f"{NUM_EXAMPLES} must be positive, got {metrics[NUM_EXAMPLES]}"
+    problem = metrics_problem(content.metric_records[METRICS], limits)
+    if problem is not None:
+        return problem
     arrays = decode_arrays(message)
     if arrays is None:
         return "the arrays do not decode as numpy arrays"
-    return arrays_problem(arrays, expected)
+    return reply_arrays_problem(arrays, expected, dtypes, limits)
 
 
-def triage(replies: Iterable[Message], expected: dict[str, tuple[int, ...]]) -> list[tuple[Message, str | None]]:
+def triage(
+    replies: Iterable[Message],
+    expected: Mapping[str, tuple[int, ...]],
+    dtypes: Mapping[str, np.dtype],
+    limits: ReplyLimits,
+    owners: PartitionOwners,
+) -> list[tuple[Message, str | None]]:
     """Each training reply, in arrival order, with the reason it is rejected (None: it is aggregated).
 
     Besides ``reply_problem``, a sound reply is rejected when its partition already has an accepted reply
-    this round, or when its metric names differ from those of the first accepted reply (Flower's
-    aggregation needs the same names in every reply).
+    this round, when its partition belongs to another node or its node to another partition (``owners``,
+    which an accepted reply binds), or when its metric names differ from those of the first accepted
+    reply (Flower's aggregation needs the same names in every reply). Partitions are compared on the
+    checked integer value.
     """
     triaged: list[tuple[Message, str | None]] = []
     accepted: list[dict[str, Any]] = []
     for message in replies:
-        reason = reply_problem(message, expected)
+        reason = reply_problem(message, expected, dtypes, limits)
         if reason is None:
             metrics = dict(message.content.metric_records[METRICS])
-            if any(other[PARTITION_ID] == metrics[PARTITION_ID] for other in accepted):
-                reason = f"partition {metrics[PARTITION_ID]} already replied this round"
+            partition, node = int(metrics[PARTITION_ID]), int(message.metadata.src_node_id)
+            if any(int(other[PARTITION_ID]) == partition for other in accepted):
+                reason = f"partition {partition} already replied this round"
+            elif (claim := owners.problem(partition, node)) is not None:
+                reason = claim
             elif accepted and set(metrics) != set(accepted[0]):
                 reason = f"metric names {sorted(metrics)} differ from the other clients' {sorted(accepted[0])}"
             else:
+                owners.claim(partition, node)
                 accepted.append(metrics)
         triaged.append((message, reason))
     return triaged
@@ -121,15 +147,22 @@ class CapturingFedAvg(EvaluatingFedAvg):
     """FedAvg over every client, with capture and rejection (see the module docstring).
 
     ``expected`` maps each reply array name to its shape: the ``state_dict`` for capture ``update``,
-    the parameters for ``gradient``.
+    the parameters for ``gradient``; ``limits`` bounds the reply's metrics and norm (``protocol.ReplyLimits``).
     """
 
     def __init__(
-        self, book: RoundBook, *, hyper: LocalHyper, expected: dict[str, tuple[int, ...]], clients: int
+        self,
+        book: RoundBook,
+        *,
+        hyper: LocalHyper,
+        expected: dict[str, tuple[int, ...]],
+        limits: ReplyLimits,
     ) -> None:
-        super().__init__(book, clients=clients)
+        super().__init__(book, clients=limits.clients)
         self.hyper = hyper
         self.expected = expected
+        self.limits = limits
+        self.owners = PartitionOwners()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -139,8 +172,14 @@ class CapturingFedAvg(EvaluatingFedAvg):
         self.book.begin(server_round, {name: array.numpy() for name, array in arrays.items()})
         return super().configure_train(server_round, arrays, config, grid)
 
+    def _dtypes(self) -> dict[str, np.dtype]:
+        """The dtype each reply array must have: that of the global array of its name."""
+        return {name: self.book.global_arrays[name].dtype for name in self.expected}
+
     def _record(self, server_round: int, message: Message, reason: str | None) -> IndexEntry:
-        """Index (and, in captured rounds, store) one reply; ``reason`` says why it is rejected, if it is."""
+        """Index (and, in captured rounds, store) one reply; ``reason`` says why it is rejected, if it is.
+
+        A rejected reply's arrays are stored only when they are no bigger than a valid reply's."""
         metrics = {} if message.has_error() else dict(message.content.metric_records.get(METRICS, {}))
         arrays = decode_arrays(message)
         entry = index_entry(
@@ -152,7 +191,12 @@ class CapturingFedAvg(EvaluatingFedAvg):
             status="ok" if reason is None else "rejected",
             reason=reason,
             shapes={name: a.shape for name, a in (arrays or {}).items()},
+            dtypes={name: str(a.dtype) for name, a in (arrays or {}).items()},
         )
+        dtypes = self._dtypes()
+        valid_bytes = sum(math.prod(shape) * dtypes[name].itemsize for name, shape in self.expected.items())
+        if arrays is not None and reason is not None and sum(a.nbytes for a in arrays.values()) > valid_bytes:
+            arrays = None
         tensors = None if arrays is None else {name: torch.from_numpy(a.copy()) for name, a in arrays.items()}
         return self.book.capture.save_reply(entry, tensors)
 
@@ -161,7 +205,7 @@ class CapturingFedAvg(EvaluatingFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted: list[Message] = []
         rejected: list[str] = []
-        for message, reason in triage(replies, self.expected):
+        for message, reason in triage(replies, self.expected, self._dtypes(), self.limits, self.owners):
             entry = self._record(server_round, message, reason)
             if entry.ok:
                 accepted.append(message)
@@ -171,10 +215,18 @@ class CapturingFedAvg(EvaluatingFedAvg):
             self.book.trained(accepted=0, rejections=rejected, train_loss=None)
             return None, None
         mean, metrics = super().aggregate_train(server_round, accepted)
+        stepped = None
+        if mean is not None:
+            mean_arrays = {name: a.numpy() for name, a in mean.items()}
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught right below
+                stepped = next_global(self.book.global_arrays, mean_arrays, self.hyper)
+            if arrays_problem(stepped, {name: a.shape for name, a in stepped.items()}) is not None:
+                rejected.append("aggregate: the next global arrays would not be finite; the global arrays stay")
+                self.book.trained(accepted=0, rejections=rejected, train_loss=None)
+                return None, None
         self.book.trained(
             accepted=len(accepted), rejections=rejected, train_loss=None if metrics is None else float(metrics[LOSS])
         )
-        if mean is None:
+        if stepped is None:
             return None, metrics
-        stepped = next_global(self.book.global_arrays, {name: a.numpy() for name, a in mean.items()}, self.hyper)
         return ArrayRecord({name: Array(a) for name, a in stepped.items()}), metrics

@@ -18,7 +18,10 @@ current grid) is stored here, so results stay readable after the experiment sche
 
 A cell is committed in one transaction (cell row, its rounds, its result rows), so a process killed at any
 moment leaves either all of a cell or none of it. The database runs in WAL mode: readers (a report built
-while the sweep runs) never block the writer.
+while the sweep runs) never block the writer. The last commits live in ``results.db-wal`` until SQLite
+copies them into ``results.db``: a damaged or deleted WAL file silently loses them, and the store then
+reads as if those cells never ran. The sweep notices (their folders exist, ``fedsyn.sweep.runner``) and
+stops instead of recomputing them; a damaged database file is refused when opened.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 
 from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import Cell
+from fedsyn.paths import inside
 
 from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 
@@ -166,15 +170,31 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+COMMITTING = "committing"
+"""Meta entry naming the cell whose folder the sweep is renaming into place right before committing it
+(cleared by that commit): the one cell folder that may exist without a finished cell in the store."""
+
+
 class ResultStore:
-    """Read and write one results database. Use as a context manager, or call ``close()``."""
+    """Read and write one results database. Use as a context manager, or call ``close()``.
+
+    Opening checks the file (``PRAGMA quick_check``): a damaged database, or a file that is not one,
+    raises ``StoreError`` instead of reading as an empty store.
+    """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         if readonly and not self.path.is_file():
             raise FileNotFoundError(f"no results database at {self.path} (run `fedsyn sweep CONFIG --out DIR` first)")
-        with _readable(self.path):
+        try:
             self._open(readonly)
+        except sqlite3.DatabaseError as err:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise StoreError(
+                f"{self.path} cannot be read as a results database ({err}): it is damaged or not a fedsyn "
+                "store. Nothing was changed; restore it from a copy, or move it away to start a new store"
+            ) from None
 
     def _open(self, readonly: bool) -> None:
         if readonly:
@@ -183,6 +203,9 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        checked = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        if checked != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(checked[:3]))
         self._db.execute("PRAGMA foreign_keys = ON")
         tables = {row["name"] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if (tables or readonly) and not set(_TABLES) <= tables:
@@ -254,6 +277,11 @@ class ResultStore:
         found = self.meta("cell_keys")
         return None if found is None else set(json.loads(found))
 
+    def mark_committing(self, key: str) -> None:
+        """Record that cell ``key``'s folder is being moved into place; ``commit_cell`` clears it."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (COMMITTING, key))
+
     def finished_keys(self) -> set[str]:
         """Keys of the cells that ran to the end (failed cells are not finished: a rerun retries them)."""
         return {row["cell_key"] for row in self._db.execute("SELECT cell_key FROM cells WHERE status = 'done'")}
@@ -319,6 +347,7 @@ class ResultStore:
             self._write_cell(
                 db, cell, status="done", error=None, seconds=seconds, final_accuracy=final_accuracy, versions=versions
             )
+            db.execute("DELETE FROM meta WHERE name = ? AND value = ?", (COMMITTING, cell.key))
             db.executemany(
                 "INSERT INTO rounds (cell_key, round, accuracy, loss) VALUES (?, ?, ?, ?)",
                 [
@@ -365,7 +394,8 @@ class ResultStore:
         }
 
     def results(self, *, cell_key: str | None = None) -> list[dict[str, Any]]:
-        """Result rows (cells that finished), in grid-independent stable order."""
+        """Result rows (cells that finished), in grid-independent stable order. Every ``image_path`` must
+        lead to a file inside the results folder (``fedsyn.paths.inside``), since the report reads it."""
         query = "SELECT * FROM results"
         args: tuple[Any, ...] = ()
         if cell_key is not None:
@@ -373,7 +403,11 @@ class ResultStore:
             args = (cell_key,)
         query += f" ORDER BY {', '.join(ROW_KEY)}"
         with _readable(self.path):
-            return [dict(row) for row in self._db.execute(query, args)]
+            rows = [dict(row) for row in self._db.execute(query, args)]
+        for row in rows:
+            if row.get("image_path"):
+                inside(self.path.parent, row["image_path"], source=f"{self.path} (cell {row['cell_key']})")
+        return rows
 
     def cells(self) -> list[dict[str, Any]]:
         """One dict per recorded cell (done or failed), with ``rounds``: its per-round accuracy and loss."""

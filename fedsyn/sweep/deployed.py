@@ -99,6 +99,22 @@ def run_deployment(
         root_certificates=root_certificates,
         insecure=insecure,
     )
+    return attack_and_report(
+        cell,
+        capture_dir,
+        results,
+        experiment=experiment.name,
+        config_json=experiment.model_dump_json(),
+        started=started,
+    )
+
+
+def attack_and_report(
+    cell: Cell, capture_dir: Path, results: Path, *, experiment: str, config_json: str, started: float
+) -> Path:
+    """Attack the cell's capture into ``results/attack``, commit its rows (with ``image_path`` relative to
+    ``results``) to ``results/results.db`` as the experiment's one cell, write the report; returns
+    report.html. ``started`` is the ``time.monotonic()`` the cell's run began at."""
     attack_dir = results / ATTACK_DIR
     rows = attack_capture(capture_dir, attack=cell.attack, out=attack_dir)
     for row in rows:
@@ -106,7 +122,7 @@ def run_deployment(
             row["image_path"] = (attack_dir / row["image_path"]).relative_to(results).as_posix()
     rounds = json.loads((capture_dir / SUMMARY_FILE).read_text())["rounds"]
     with open_store(results) as store:
-        store.set_experiment(experiment.name, [cell.key], experiment.model_dump_json())
+        store.set_experiment(experiment, [cell.key], config_json)
         store.commit_cell(cell, rows, rounds=rounds, seconds=time.monotonic() - started)
     return build_report(results)
 

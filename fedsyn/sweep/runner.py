@@ -10,8 +10,11 @@ Guarantees:
 
 - Resume is the default. A cell counts as finished only once its rows and status are committed to the
   store, in one transaction, after its directory got its final name. A run killed at any moment leaves
-  at most a half-written ``.work-*`` directory or an uncommitted renamed one; the next run deletes both and
-  runs those cells again. Every random draw derives from the cell's seed, so the rows come out the same.
+  at most a half-written ``.work-*`` directory or an uncommitted renamed one (the store names it as being
+  committed); the next run deletes both and runs those cells again. Any other folder of a cell the store
+  does not list as finished means the store lost commits: the sweep stops and deletes nothing unless
+  asked to (``redo``, ``fedsyn sweep --redo``). Every random draw derives from the cell's seed, so the
+  rows come out the same.
 - A failing cell is recorded with status ``failed`` and its error, and the sweep goes on; the next run
   retries it. ``run_sweep`` returns how many cells of the grid failed and how many result rows of its
   finished cells have status ``failed``, so the CLI can exit non-zero on either.
@@ -40,7 +43,7 @@ from typing import Any
 from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import Cell, expand
 from fedsyn.experiment.schema import ExperimentConfig
-from fedsyn.results.store import ResultStore, open_store, package_versions
+from fedsyn.results.store import COMMITTING, ResultStore, StoreError, open_store, package_versions
 
 from .cell_process import CELL_FILE, LOG_FILE, OUTCOME_FILE
 from .locks import LockHeld, file_lock
@@ -123,6 +126,30 @@ def clear_unfinished(cells_dir: Path, finished: set[str]) -> list[str]:
                     entry.unlink()
                 removed.append(entry.name)
     return removed
+
+
+def check_cell_folders(cells_dir: Path, finished: set[str], committing: str | None, store_path: Path) -> None:
+    """Stop when ``cells_dir`` holds folders of finished cells that the store does not list.
+
+    Such a folder got its final name right before its cell was committed, so the store once knew the
+    cell; unless it is the one cell a killed sweep was committing (``committing``), the store lost
+    commits (a damaged or deleted WAL file, a replaced ``results.db``). Computing those cells again
+    would delete finished work, so that takes ``--redo``.
+    """
+    if not cells_dir.is_dir():
+        return
+    lost = sorted(
+        entry.name
+        for entry in cells_dir.iterdir()
+        if not entry.name.startswith(WORK_PREFIX) and entry.name not in finished and entry.name != committing
+    )
+    if lost:
+        raise StoreError(
+            f"{store_path} does not list {len(lost)} cell(s) whose finished folders are in {cells_dir} "
+            f"(e.g. {', '.join(lost[:3])}): the store lost their commits (a damaged or deleted results.db-wal, "
+            "or a replaced results.db). Nothing was deleted. Restore the store's files, or run the sweep again "
+            "with --redo to delete those folders and compute their cells again"
+        )
 
 
 def _log_tail(work_dir: Path) -> str:
@@ -276,6 +303,7 @@ def _commit(store: ResultStore, finished: Finished, cells_dir: Path, progress: P
     final_dir = cells_dir / cell.key
     if final_dir.exists():
         shutil.rmtree(final_dir)
+    store.mark_committing(cell.key)
     os.replace(finished.work_dir, final_dir)
     rows = [dict(row) for row in outcome["rows"]]
     for row in rows:
@@ -294,8 +322,12 @@ def run_sweep(
     workers: int = 1,
     ray_address: str | None = None,
     progress: bool = True,
+    redo: bool = False,
 ) -> SweepSummary:
-    """Run every cell of ``config`` not yet finished in ``out_dir``; see the module docstring."""
+    """Run every cell of ``config`` not yet finished in ``out_dir``; see the module docstring.
+
+    ``redo``: delete the folders of cells the store does not list as finished (``check_cell_folders``
+    refuses to otherwise) and compute those cells again."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     cells = expand(config)
@@ -304,8 +336,10 @@ def run_sweep(
     cells_dir.mkdir(parents=True, exist_ok=True)
     cache = checkpoint_dir()
     with sweep_lock(out_dir), open_store(out_dir) as store:
-        store.set_experiment(config.name, [cell.key for cell in cells], config.model_dump_json())
         finished = store.finished_keys()
+        if not redo:
+            check_cell_folders(cells_dir, finished, store.meta(COMMITTING), store.path)
+        store.set_experiment(config.name, [cell.key for cell in cells], config.model_dump_json())
         clear_unfinished(cells_dir, finished)
         todo = [cell for cell in cells if cell.key not in finished]
         bar = Progress(len(cells), len(cells) - len(todo), enabled=progress)
