@@ -9,8 +9,9 @@
 # Not part of CI or the test suite: it needs root, several minutes and a few gigabytes.
 # Needs: podman, podman-compose, debootstrap (Debian: apt-get install podman podman-compose debootstrap).
 #
-# Usage: sudo scripts/podman_compose_check.sh [--clean]
-#   --clean   afterwards remove the containers, the network, both images and the work folder
+# Usage: sudo scripts/podman_compose_check.sh [--reuse-image] [--clean]
+#   --reuse-image   keep an existing fedsyn:latest image instead of building it again
+#   --clean         afterwards remove both images and the work folder (containers and network always go)
 # Environment:
 #   FEDSYN_PODMAN_WORK   work folder for the root filesystem, logs and timings (default /var/tmp/fedsyn-podman)
 #   FEDSYN_HOST_PYTHON   a Python whose installed versions the image must match (pip freeze becomes the
@@ -34,8 +35,16 @@ PROJECT=fedsyn
 # every podman call (podman-compose 1.0.3 puts --podman-args after the subcommand, where `podman start`
 # rejects --runtime); `podman build` has its own default nproc limit, hence ULIMITS there.
 ULIMITS="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+IMAGE=localhost/fedsyn:latest
 CLEAN=0
-[[ "${1:-}" == "--clean" ]] && CLEAN=1
+REUSE=0
+for arg in "$@"; do
+    case $arg in
+        --clean) CLEAN=1 ;;
+        --reuse-image) REUSE=1 ;;
+        *) echo "unknown argument $arg (allowed: --reuse-image, --clean)" >&2; exit 2 ;;
+    esac
+done
 
 mkdir -p "$WORK/logs"
 SUMMARY=$WORK/summary.txt
@@ -66,7 +75,7 @@ for tool in podman podman-compose debootstrap; do
 done
 [[ $(id -u) == 0 ]] || { echo "run as root (debootstrap and rootful podman)" >&2; exit 2; }
 [[ -x "$HOST_PYTHON" ]] || { echo "FEDSYN_HOST_PYTHON=$HOST_PYTHON is not an executable Python" >&2; exit 2; }
-note "podman $(podman version --format '{{.Client.Version}}'), $(podman-compose --version 2>&1 | grep -o 'podman-compose version.*')"
+note "podman $(podman version --format '{{.Client.Version}}'), $(podman-compose --version 2>&1 | grep -o 'podman-composer version.*')"
 
 # 1. Base image: Debian bookworm with Python 3.11 in a virtual environment on PATH (stands in for
 #    python:3.11-slim, whose `python` and `pip` the Dockerfile uses; Debian's own Python is
@@ -123,10 +132,15 @@ cd "$REPO"
 COMPOSE=(podman-compose -p "$PROJECT")
 
 # 3. The project image, from the Dockerfile as it is (PIP_EXTRA_INDEX_URL is the Dockerfile's build arg).
-#    --no-cache: the mounted constraints are not part of the layer cache key.
-step build "${COMPOSE[@]}" --podman-build-args "$BUILD_ARGS" build --no-cache --build-arg "PIP_EXTRA_INDEX_URL=$INDEXES"
+#    Every service names the same image, and podman-compose 1.0.3 builds it once per service: build it
+#    for one. --no-cache: the mounted constraints are not part of the layer cache key.
+if (( REUSE )) && podman image exists "$IMAGE"; then
+    note "build: skipped, reusing $IMAGE"
+else
+    step build "${COMPOSE[@]}" --podman-build-args "$BUILD_ARGS" build --no-cache \
+        --build-arg "PIP_EXTRA_INDEX_URL=$INDEXES" superlink
+fi
 # podman-compose 1.0.3 exits 0 when the build fails.
-IMAGE=localhost/fedsyn:latest
 podman image exists "$IMAGE" || { note "no image $IMAGE: the build failed"; exit 1; }
 note "image: $(podman image inspect "$IMAGE" --format '{{.Size}}') bytes"
 podman run --rm "$IMAGE" python -c \
