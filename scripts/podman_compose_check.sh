@@ -137,6 +137,8 @@ COMPOSE=(podman-compose -p "$PROJECT")
 if (( REUSE )) && podman image exists "$IMAGE"; then
     note "build: skipped, reusing $IMAGE"
 else
+    # Without the old image, a failed build cannot pass for a successful one below.
+    podman rmi -f "$IMAGE" > /dev/null 2>&1 || true
     step build "${COMPOSE[@]}" --podman-build-args "$BUILD_ARGS" build --no-cache \
         --build-arg "PIP_EXTRA_INDEX_URL=$INDEXES" superlink
 fi
