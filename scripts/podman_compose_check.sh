@@ -149,8 +149,10 @@ podman run --rm "$IMAGE" python -c \
     "import torch, torchvision, flwr; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'flwr', flwr.__version__)" \
     | tee -a "$SUMMARY"
 
-# 4. The federation: up until the runner exits, its exit status is ours.
+# 4. The federation: up until the runner exits, its exit status is ours. The secure topology mounts the
+#    test credentials of `make certs`; they are made here when the folder has none.
 mkdir -p results
+[[ -f certs/ca.crt ]] || "$HOST_PYTHON" -m fedsyn.federation.certs certs --supernodes 2
 rc=0
 step up "${COMPOSE[@]}" up --no-build --abort-on-container-exit \
     --exit-code-from runner || rc=$?
@@ -160,6 +162,7 @@ done
 note "runner exit status: $rc"
 note "report: $(ls -l results/report.html 2>/dev/null || echo 'missing')"
 step down "${COMPOSE[@]}" down || true
+podman network rm -f "${PROJECT}_default" > /dev/null 2>&1 || true  # podman-compose 1.0.3 leaves it behind
 podman system df | tee -a "$SUMMARY"
 note "work folder: $(du -sh "$WORK" | cut -f1)"
 
