@@ -88,9 +88,11 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: Atta
 
 
 def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, pairing: list[int]) -> None:
-    """True images over their paired reconstructions, one column per image."""
+    """True images over their paired reconstructions, one column per image (black where none was paired)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    paired = rec_images.detach().cpu()[pairing].clamp(0, 1)
+    rec = rec_images.detach().cpu().clamp(0, 1)
+    blank = torch.zeros_like(true_images[0].cpu())
+    paired = torch.stack([rec[j] if j != attacks.pairing.UNPAIRED else blank for j in pairing])
     save_image(torch.cat([true_images.cpu(), paired]), path, nrow=len(true_images), padding=2)
 
 
@@ -110,9 +112,10 @@ def attack_with(
     if not entry.ok:
         return _row(cell, entry, attacker, method, attack, status="rejected", error=entry.reason)
     try:
-        model = server_model(cell, train.num_classes, train.in_shape)
+        imprint = capture.modification(entry.round)
+        model = server_model(cell, train.num_classes, train.in_shape, imprint=imprint)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
-        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train)
+        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train, imprint)
         true_images, true_labels = true_batch(cell, train, entry)
         config = attack.inversion.model_copy(
             update={
@@ -153,6 +156,8 @@ def attack_with(
         method,
         attack,
         **{name: scores.get(name) for name in SCORE_FIELDS},
+        recovered_30db=int(scores["recovered_30db"]),
+        recovered_psnr=scores.get("recovered_psnr"),
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
         iterations=rec.stats.get("iterations", config.iterations),

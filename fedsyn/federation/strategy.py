@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedsyn.evaluation.capture import IndexEntry
 from fedsyn.task.training import LocalHyper
 
+from .active import ActiveServer
 from .protocol import ARRAYS, LOSS, METRICS, NUM_EXAMPLES, PARTITION_ID, REQUIRED_METRICS, WEIGHT, train_config
 from .server_round import RoundBook, arrays_problem, index_entry, next_global, training_summary
 
@@ -118,25 +119,36 @@ class EvaluatingFedAvg(FedAvg):
 
 
 class CapturingFedAvg(EvaluatingFedAvg):
-    """FedAvg over every client, with capture and rejection (see the module docstring).
+    """FedAvg over every client, with capture and rejection (see the module docstring); ``active``
+    modifies the model of the active server's round (``fedsyn.federation.active``).
 
     ``expected`` maps each reply array name to its shape: the ``state_dict`` for capture ``update``,
     the parameters for ``gradient``.
     """
 
     def __init__(
-        self, book: RoundBook, *, hyper: LocalHyper, expected: dict[str, tuple[int, ...]], clients: int
+        self,
+        book: RoundBook,
+        *,
+        hyper: LocalHyper,
+        expected: dict[str, tuple[int, ...]],
+        clients: int,
+        active: ActiveServer,
     ) -> None:
         super().__init__(book, clients=clients)
         self.hyper = hyper
         self.expected = expected
+        self.active = active
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        for key, value in train_config(self.hyper).items():
+        for key, value in {**train_config(self.hyper), **self.active.config(server_round)}.items():
             config[key] = value
-        self.book.begin(server_round, {name: array.numpy() for name, array in arrays.items()})
+        sent = self.active.outgoing(server_round, {name: array.numpy() for name, array in arrays.items()})
+        self.book.begin(server_round, sent)
+        self.active.record(server_round, self.book)
+        arrays = ArrayRecord({name: Array(a) for name, a in sent.items()})
         return super().configure_train(server_round, arrays, config, grid)
 
     def _record(self, server_round: int, message: Message, reason: str | None) -> IndexEntry:
@@ -161,7 +173,7 @@ class CapturingFedAvg(EvaluatingFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted: list[Message] = []
         rejected: list[str] = []
-        for message, reason in triage(replies, self.expected):
+        for message, reason in triage(replies, self.active.expected(server_round, self.expected)):
             entry = self._record(server_round, message, reason)
             if entry.ok:
                 accepted.append(message)
@@ -177,4 +189,5 @@ class CapturingFedAvg(EvaluatingFedAvg):
         if mean is None:
             return None, metrics
         stepped = next_global(self.book.global_arrays, {name: a.numpy() for name, a in mean.items()}, self.hyper)
+        stepped = self.active.continued(server_round, stepped)
         return ArrayRecord({name: Array(a) for name, a in stepped.items()}), metrics

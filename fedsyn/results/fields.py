@@ -54,6 +54,8 @@ class ResultRow:
     best_ssim: float | None = _column("REAL", None)
     best_lpips: float | None = _column("REAL", None)
     best_mse_pct: float | None = _column("REAL", None)
+    recovered_30db: int | None = _column("INTEGER", None)
+    recovered_psnr: float | None = _column("REAL", None)
     attack_seconds: float | None = _column("REAL", None)
     iterations: int | None = _column("INTEGER", None)
     image_path: str | None = _column("TEXT", None)

@@ -38,8 +38,9 @@ from fedsyn.experiment.grid import Cell
 
 from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 
-SCHEMA_VERSION = 2
-"""Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta."""
+SCHEMA_VERSION = 3
+"""Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta;
+version 3 the ``recovered_30db`` and ``recovered_psnr`` columns."""
 DB_NAME = "results.db"
 
 _CELL_COLUMNS = """
