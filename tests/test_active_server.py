@@ -11,13 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import attacks
+from attacks.config import LocalUpdate
+
 from fedsyn.evaluation.capture import Capture
 from fedsyn.evaluation.evaluator import attack_capture
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import ConfigError, parse_config
 from fedsyn.federation.simulation import federate
-from fedsyn.task.active import imprint_design, public_indices
-from fedsyn.task.data import eval_shard, load_split, dataset_spec
+from fedsyn.task.active import imprint_design, modified_state, public_indices
+from fedsyn.task.data import client_partitions, dataset_spec, eval_shard, load_split
+from fedsyn.task.model import plain_model, server_model
+from fedsyn.task.training import LocalHyper, client_round, round_batches
 
 
 def experiment(**active: object) -> dict:
@@ -43,6 +48,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
     return Capture(federate(cell, tmp_path_factory.mktemp("active")))
 
 
+@pytest.mark.slow  # the fixture starts Flower's simulation (Ray): about a minute on 2 shared cores
 def test_modified_round_is_recorded_and_the_next_round_is_plain(capture: Capture) -> None:
     spec = capture.modification(1)
     assert spec is not None and spec.bins == 16
@@ -56,11 +62,36 @@ def test_modified_round_is_recorded_and_the_next_round_is_plain(capture: Capture
     assert all(line["accuracy"] is not None for line in capture.summary["rounds"])
 
 
+@pytest.mark.slow  # shares the simulation above
 def test_imprint_method_recovers_client_images_from_the_modified_round(capture: Capture, tmp_path) -> None:
     rows = attack_capture(capture.directory, out=tmp_path)
     assert [row["status"] for row in rows] == ["ok", "ok"]
     assert max(row["recovered_30db"] for row in rows) >= 1
     assert all(row["recovered_psnr"] is None or row["recovered_psnr"] > 30 for row in rows)
+    line = capture.summary["rounds"][0]
+    assert rows[0]["accuracy_modified"] == line["accuracy"]
+    assert 0 <= rows[0]["accuracy_unmodified"] <= 1 and 0 <= rows[0]["accuracy_before"] <= 1
+
+
+def test_client_trains_the_modified_model_and_its_update_gives_its_images_back() -> None:
+    cell = expand(parse_config(experiment()))[0]
+    train, test = (load_split(dataset_spec(cell), split) for split in ("train", "test"))
+    spec = imprint_design(cell)
+    base = plain_model(cell, train.num_classes, train.in_shape).state_dict()
+    state = modified_state(cell, spec, base, test)
+    hyper = LocalHyper.from_cell(cell)
+    owned = client_partitions(cell, train)[0]
+    result = client_round(
+        cell, state, train=train, partition_indices=owned, partition_id=0, round=1, hyper=hyper, imprint=spec
+    )
+    model = server_model(cell, train.num_classes, train.in_shape, imprint=spec)
+    model.load_state_dict(state, strict=True)
+    target = [result.arrays[name] for name, _ in model.named_parameters()]
+    rec = attacks.run_method(
+        "imprint", attacks.AttackInputs(model, target, 4, train.mean, train.std, update=LocalUpdate(steps=1, lr=hyper.lr, batch_size=4))
+    )
+    true = train.unit(np.concatenate(round_batches(cell, owned, partition_id=0, round=1, hyper=hyper)))
+    assert attacks.metrics.score(rec.images, true, lpips=False)["recovered_30db"] >= 2
 
 
 def test_public_images_are_test_images_no_client_evaluates_on() -> None:

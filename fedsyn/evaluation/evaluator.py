@@ -21,7 +21,10 @@ act on the target (``attacks.NotApplicable``) gives a row with status ``not appl
 The attackers ``oblivious`` and ``informed`` differ in what the threat model lets them know
 (``fedsyn.evaluation.knowledge``, docs/methods.md "Oblivious vs informed"). Both use the model the
 server knows (``fedsyn.task.model.server_model``: architecture and WS structure, the global arrays of
-that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
+that round) in the BatchNorm mode of ``attack.inversion.bn_mode``; in an active server's modified round
+(``attack.active``) that model is wrapped in the imprint block the server sent, and every row of the
+capture carries the modification's utility cost (``fedsyn.evaluation.utility``: ``accuracy_before``,
+``accuracy_modified``, ``accuracy_unmodified``, kept in the store's ``extra_json``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from fedsyn.task.training import LocalHyper, round_batches
 
 from .capture import Capture, CaptureError, IndexEntry
 from .knowledge import attack_inputs
+from .utility import utility_cost
 
 ROWS_FILE = "rows.jsonl"
 
@@ -216,6 +220,8 @@ def attack_capture(capture_dir: Path, *, attack: AttackSpec | None = None, out: 
         for attacker in attack.attackers
         for row in attack_entry(capture, entry, attacker, attack, train, out)
     ]
+    cost = utility_cost(capture)
+    rows = [{**row, **cost} for row in rows]
     with open(out / ROWS_FILE, "w") as handle:
         for row in rows:
             handle.write(json.dumps(row, default=float) + "\n")

@@ -19,6 +19,7 @@ server's public data and the clients' data never overlap.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ from fedsyn.seeding import derive_seed
 
 from .data import eval_shard
 from .model import plain_model
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 BLOCK = "imprint."
 BASE = "base."
@@ -86,6 +89,6 @@ def modified_state(
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def plain_state(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def plain_state(state: Mapping[str, Array]) -> dict[str, Array]:
     """The base model's arrays of a modified model's (the block dropped): what the next round continues from."""
     return {name[len(BASE) :]: array for name, array in state.items() if name.startswith(BASE)}
