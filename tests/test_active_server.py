@@ -109,6 +109,9 @@ def test_designs_give_one_cell_each_and_informed_designs_for_ws_and_fl() -> None
     assert (oblivious.attack.active.designs, informed.attack.active.designs) == (("oblivious",), ("informed",))
     assert (imprint_design(oblivious).copies, imprint_design(oblivious).ws_gamma) == (1, 1)
     assert (imprint_design(informed).copies, imprint_design(informed).ws_gamma) == (3, 2)
+    config["biomod"] = {"combos": ["none", "wr"]}
+    plain = expand(parse_config(config))
+    assert [cell.attack.active.designs for cell in plain] == [("oblivious",), ("oblivious",)]
 
 
 def test_active_round_must_be_attacked() -> None:

@@ -59,14 +59,18 @@ class Cell(StrictModel):
         )
 
 
-def attack_variants(attack: AttackSpec) -> list[AttackSpec]:
+def attack_variants(attack: AttackSpec, biomod: BiomodConfig) -> list[AttackSpec]:
     """The attack spec of each cell: one per design of an active server (each design is a federation
-    of its own), else the spec itself."""
+    of its own), else the spec itself. Without FL and WS the informed design is the oblivious one
+    (``fedsyn.task.active.imprint_design``), so when both are listed only the oblivious cell runs."""
     if attack.active is None:
         return [attack]
+    designs = attack.active.designs
+    if not (biomod.fl or biomod.ws) and "oblivious" in designs:
+        designs = ("oblivious",)
     return [
         attack.model_copy(update={"active": attack.active.model_copy(update={"designs": (design,)})})
-        for design in attack.active.designs
+        for design in designs
     ]
 
 
@@ -90,7 +94,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
         for model, trained in itertools.product(config.models, config.trained)
         for combos, defenses in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
-        for attack in attack_variants(config.attack)
+        for attack in attack_variants(config.attack, biomod_config(combo, config.biomod))
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):

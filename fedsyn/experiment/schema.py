@@ -170,7 +170,8 @@ class ActiveSpec(StrictModel):
     ``designs``: the block is designed for a plain model (``oblivious``: one row per threshold, no WS
     structure) or for the clients' public biomod settings (``informed``: ``ws_gamma`` = the WS factor,
     ``copies`` rows per threshold against FL). Each design is a federation of its own: the grid gives a
-    cell per design (``fedsyn.experiment.grid.expand``). Thresholds are the quantiles of the statistic
+    cell per design (``fedsyn.experiment.grid.expand``; without FL and WS the two designs coincide and
+    only the oblivious cell runs). Thresholds are the quantiles of the statistic
     over ``public_images`` test images that no client evaluates on (``fedsyn.task.active``).
     """
 
