@@ -29,7 +29,7 @@ def main() -> None:
     db.row_factory = sqlite3.Row
     rows = db.execute(
         "SELECT model, combo, defense, attacker, partition_id, status, error, recovered_30db, recovered_psnr, "
-        "attack_json, extra_json, cell_key FROM results WHERE method = 'imprint' ORDER BY model, combo, defense"
+        "attack_json, extra_json, cell_key FROM results WHERE method = 'imprint' ORDER BY model, combo, defense, partition_id"
     ).fetchall()
     groups: dict[tuple, list[sqlite3.Row]] = defaultdict(list)
     for row in rows:
