@@ -189,6 +189,7 @@ def recover(
     pixels = (normalised.double() * std_t + mean_t).clamp(0, 1).float()
     stats = {
         "method": "imprint",
+        "iterations": 0,  # closed form: no optimisation
         "bins": int(block.imprint_thresholds.numel()),
         "candidates": int(len(significant)),
         "distinct": len(chosen),

@@ -20,6 +20,12 @@ Batch values: ``mse``, ``psnr``, ``ssim``, ``lpips``, ``mse_pct`` and ``label_ac
 images (``psnr`` is the mean of per-image PSNRs, hence ``inf`` as soon as one image is exact). ``best_*``
 is the most-leaked image by that metric alone: lowest ``mse``, ``mse_pct`` and ``lpips``, highest ``psnr``
 and ``ssim``, so different ``best_*`` values may come from different images.
+
+Fewer reconstructions than true images (a method that returns only what it recovered, like the imprint
+attack): the pairing is rectangular (each reconstruction to a distinct true image) and a true image left
+without a reconstruction is scored against a uniform mid-grey image (nothing recovered), with a wrong
+label. ``recovered_30db`` counts the true images whose paired reconstruction is above
+``RECOVERED_DB`` (30 dB) PSNR and ``recovered_psnr`` is the mean PSNR of those (absent when none is).
 """
 
 from __future__ import annotations
@@ -34,13 +40,19 @@ import torch
 from skimage.metrics import structural_similarity
 
 from attacks import lpips_backbone
-from attacks.pairing import hungarian
+from attacks.pairing import UNPAIRED, hungarian
 
 # SSIM's default window in scikit-image is 7x7.
 SSIM_MIN_SIDE = 7
 
 # For each per-image metric: True when a higher value means more leakage.
 _HIGHER_LEAKS = {"mse": False, "psnr": True, "ssim": True, "lpips": False, "mse_pct": False}
+
+RECOVERED_DB = 30.0
+"""PSNR (dB) above which a true image counts as recovered (``recovered_30db``)."""
+
+# What an unpaired true image is scored against: nothing recovered, a uniform mid-grey image.
+_BLANK = 0.5
 
 LpipsOption = Literal["auto", False] | str | os.PathLike[str]
 
@@ -50,7 +62,8 @@ class Scores(dict[str, float]):
 
     Attributes:
         missing: metric name -> why it could not be computed (such metrics have no key in the dict).
-        pairing: `pairing[i]` is the index of the reconstruction scored against true image i.
+        pairing: `pairing[i]` is the index of the reconstruction scored against true image i
+            (``attacks.pairing.UNPAIRED`` when there were fewer reconstructions and none was left for it).
         per_image: one dict per true image, in true-batch order, with ``true_index``, ``rec_index``, the
             per-image metrics and, with labels, ``label_correct`` (1.0 or 0.0).
     """
@@ -69,12 +82,12 @@ class Scores(dict[str, float]):
         self.per_image = per_image
 
 
-def _images(name: str, images: object) -> torch.Tensor:
+def _images(name: str, images: object, *, allow_empty: bool = False) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W); got {type(images).__name__}")
     if not images.is_floating_point():
         raise ValueError(f"{name} must be float images in [0, 1]; got dtype {images.dtype} (scale it first)")
-    if images.ndim != 4 or images.shape[0] == 0:
+    if images.ndim != 4 or (images.shape[0] == 0 and not allow_empty):
         raise ValueError(f"{name} must have shape (B, C, H, W) with B >= 1; got {tuple(images.shape)}")
     bad = int((~torch.isfinite(images)).sum())
     if bad:
@@ -83,10 +96,11 @@ def _images(name: str, images: object) -> torch.Tensor:
 
 
 def _validated(rec: object, true: object) -> tuple[torch.Tensor, torch.Tensor]:
-    rec_images, true_images = _images("rec_images", rec), _images("true_images", true)
-    if rec_images.shape != true_images.shape:
+    rec_images = _images("rec_images", rec, allow_empty=True)
+    true_images = _images("true_images", true)
+    if rec_images.shape[1:] != true_images.shape[1:] or rec_images.shape[0] > true_images.shape[0]:
         raise ValueError(
-            f"rec_images and true_images must have the same shape; "
+            f"rec_images must have the true images' shape and at most as many images; "
             f"got {tuple(rec_images.shape)} and {tuple(true_images.shape)}"
         )
     return rec_images, true_images
@@ -150,17 +164,17 @@ def score(
             infinity, or labels that are not B integers (or only one of the two label sets).
     """
     rec, true = _validated(rec_images, true_images)
-    batch = rec.shape[0]
     if (rec_labels is None) != (true_labels is None):
         raise ValueError("give both rec_labels and true_labels, or neither")
     labels = None
     if rec_labels is not None and true_labels is not None:
-        labels = _labels("rec_labels", rec_labels, batch), _labels("true_labels", true_labels, batch)
+        labels = _labels("rec_labels", rec_labels, rec.shape[0]), _labels("true_labels", true_labels, true.shape[0])
     weights = _lpips_weights(lpips)
     lpips_device = torch.device(device) if device is not None else rec.device
     rec, true = rec.cpu(), true.cpu()
     perm = hungarian(rec, true)
-    rec = rec[perm]
+    blank = torch.full_like(true[0], _BLANK)
+    rec = torch.stack([rec[j] if j != UNPAIRED else blank for j in perm])
 
     rec_np, true_np = rec.double().numpy(), true.double().numpy()
     per_image: list[dict[str, float]] = [
@@ -189,7 +203,8 @@ def score(
 
     if labels is not None:
         rec_classes, true_classes = labels
-        for row, hit in zip(per_image, (rec_classes[perm] == true_classes).tolist()):
+        paired_classes = torch.tensor([int(rec_classes[j]) if j != UNPAIRED else -1 for j in perm])
+        for row, hit in zip(per_image, (paired_classes == true_classes).tolist()):
             row["label_correct"] = float(hit)
 
     values: dict[str, float] = {}
@@ -201,4 +216,8 @@ def score(
         values[f"best_{metric}"] = max(column) if higher_leaks else min(column)
     if labels is not None:
         values["label_acc"] = float(np.mean([row["label_correct"] for row in per_image]))
+    recovered = [row["psnr"] for row, j in zip(per_image, perm) if j != UNPAIRED and row["psnr"] > RECOVERED_DB]
+    values["recovered_30db"] = float(len(recovered))
+    if recovered:
+        values["recovered_psnr"] = float(np.mean(recovered))
     return Scores(values, missing=missing, pairing=perm, per_image=per_image)

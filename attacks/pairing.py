@@ -17,11 +17,21 @@ def mse_matrix(rec: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.stack([((rec_flat - image) ** 2).mean(dim=1) for image in true_flat])
 
 
-def hungarian(rec: torch.Tensor, true: torch.Tensor) -> list[int]:
-    """The permutation `perm` minimising the summed MSE; `rec[perm]` lines up with `true`.
+UNPAIRED = -1
+"""The pairing entry of a true image that no reconstruction was paired with (fewer reconstructions)."""
 
-    `perm[i]` is the index of the reconstruction paired with true image i. Both inputs are (B, ...) with
-    the same shape; ties (identical images) are broken by scipy's solver, deterministically.
+
+def hungarian(rec: torch.Tensor, true: torch.Tensor) -> list[int]:
+    """The pairing minimising the summed MSE; with as many reconstructions as true images, `rec[perm]`
+    lines up with `true`.
+
+    `perm[i]` is the index of the reconstruction paired with true image i. With fewer reconstructions
+    than true images (a method that returns only what it recovered, like the imprint attack) the
+    assignment is rectangular: each reconstruction goes to a distinct true image and the others get
+    ``UNPAIRED``. Ties (identical images) are broken by scipy's solver, deterministically.
     """
-    _, columns = linear_sum_assignment(mse_matrix(rec, true).numpy())
-    return [int(j) for j in columns]
+    rows, columns = linear_sum_assignment(mse_matrix(rec, true).numpy())
+    perm = [UNPAIRED] * len(true)
+    for i, j in zip(rows, columns):
+        perm[int(i)] = int(j)
+    return perm

@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, Error, Message, Metadata, MetricRecord, Record
 from fedsyn.evaluation.capture import Capture, CaptureWriter, update_file
 from fedsyn.experiment.grid import Cell, expand
 from fedsyn.experiment.schema import ConfigError, parse_config
+from fedsyn.federation.active import ActiveServer
 from fedsyn.federation.protocol import ReplyLimits
 from fedsyn.federation.server_round import RoundBook
 from fedsyn.federation.strategy import CapturingFedAvg
@@ -85,7 +86,10 @@ def server(tmp_path: Path, **federation: Any) -> CapturingFedAvg:
     the_cell = cell(**federation)
     writer = CaptureWriter.create(tmp_path / "capture", the_cell)
     limits = ReplyLimits((PARTITION_SIZE,) * CLIENTS, the_cell.federation.max_update_norm)
-    return CapturingFedAvg(RoundBook(writer), hyper=LocalHyper.from_cell(the_cell), expected=EXPECTED, limits=limits)
+    hyper = LocalHyper.from_cell(the_cell)
+    return CapturingFedAvg(
+        RoundBook(writer), hyper=hyper, expected=EXPECTED, limits=limits, active=ActiveServer(the_cell, hyper.capture)
+    )
 
 
 def run_round(strategy: CapturingFedAvg, round: int, replies: list[Message]) -> dict[str, np.ndarray] | None:
@@ -209,8 +213,13 @@ def test_norm_bound_must_be_positive() -> None:
 def test_a_step_to_non_finite_global_arrays_is_not_taken(tmp_path: Path) -> None:
     the_cell = cell(clients=1)
     writer = CaptureWriter.create(tmp_path / "capture", the_cell)
+    hyper = LocalHyper.from_cell(the_cell)
     strategy = CapturingFedAvg(
-        RoundBook(writer), hyper=LocalHyper.from_cell(the_cell), expected=EXPECTED, limits=ReplyLimits((PARTITION_SIZE,))
+        RoundBook(writer),
+        hyper=hyper,
+        expected=EXPECTED,
+        limits=ReplyLimits((PARTITION_SIZE,)),
+        active=ActiveServer(the_cell, hyper.capture),
     )
     large = {**GLOBAL, "w": np.full((2, 3), 3e38, np.float32)}
     strategy.book.begin(1, large)

@@ -118,10 +118,25 @@ def test_label_accuracy_follows_the_pairing():
     assert "label_acc" not in metrics.score(true, true, lpips=False)
 
 
+def test_fewer_reconstructions_pair_rectangularly_and_count_recovered_images() -> None:
+    true = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    noisy = (true[1] + 0.1 * torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    rec = torch.stack([noisy, true[3]])  # image 3 exactly, image 1 at about 20 dB
+    scores = metrics.score(rec, true, rec_labels=[7, 3], true_labels=[0, 1, 2, 3, 4], lpips=False)
+    assert scores.pairing == [-1, 0, -1, 1, -1]
+    assert scores["recovered_30db"] == 1.0 and scores["recovered_psnr"] == math.inf
+    assert scores["label_acc"] == 0.2  # only image 3's label; unpaired images count as wrong
+    grey = ((true[0] - 0.5) ** 2).mean().item()
+    assert scores.per_image[0]["mse"] == pytest.approx(grey)
+    nothing = metrics.score(true[:0], true, lpips=False)
+    assert nothing["recovered_30db"] == 0.0 and "recovered_psnr" not in nothing
+
+
 @pytest.mark.parametrize(
     ("rec", "true", "message"),
     [
-        (torch.rand(2, 3, 8, 8), torch.rand(3, 3, 8, 8), "same shape"),
+        (torch.rand(4, 3, 8, 8), torch.rand(3, 3, 8, 8), "at most as many images"),
+        (torch.rand(2, 3, 8, 4), torch.rand(3, 3, 8, 8), "the true images' shape"),
         (torch.rand(3, 8, 8), torch.rand(3, 8, 8), r"\(B, C, H, W\)"),
         (torch.full((1, 3, 8, 8), math.nan), torch.rand(1, 3, 8, 8), "rec_images contains 192 NaN"),
         (torch.rand(1, 3, 8, 8), torch.full((1, 3, 8, 8), math.inf), "true_images contains 192 NaN or infinite"),

@@ -12,8 +12,9 @@ Layout (one directory per cell federation, ``<out-dir>/<cell key>``)::
     aggregate_r{R}.pt      with SecAgg+ (defense ``secagg``): the one thing the server learns of the
                            clients' arrays in round R, their ``num_examples``-weighted mean (same names)
     rejected_r{R}_n{N}.pt  the arrays of a reply from node N that the server rejected in round R
-    federation.json        per-round test accuracy and loss, accepted/rejected counts, seconds;
-                           ``completed`` turns true after the last round
+    federation.json        per-round test accuracy and loss, accepted/rejected counts, seconds, and
+                           ``modification`` (the ``ImprintSpec``) in a round whose model an active
+                           server modified; ``completed`` turns true after the last round
 
 Tensors are stored with ``torch.save`` and read with ``torch.load(weights_only=True)``, only from inside
 the capture folder (an index ``file`` such as ``../x.pt`` is refused, ``fedsyn.paths``); they are the
@@ -57,6 +58,7 @@ from fedsyn.atomic import write_atomically, write_text_atomically
 from fedsyn.errors import FedsynError
 from fedsyn.experiment.grid import Cell
 from fedsyn.paths import inside
+from fedsyn.models import ImprintSpec
 
 CELL_FILE = "cell.json"
 INDEX_FILE = "index.jsonl"
@@ -232,6 +234,14 @@ class Capture:
     def aggregate(self, round: int) -> IndexEntry | None:
         """The secure aggregate's entry of ``round``, or None when the round has none (no SecAgg+)."""
         return next((entry for entry in self.entries if entry.round == round and entry.aggregate), None)
+
+    def modification(self, round: int) -> ImprintSpec | None:
+        """The imprint block the active server sent in ``round`` (its line's ``modification`` in
+        ``federation.json``), or None when the round's model was the plain one."""
+        for line in self.summary.get("rounds", []):
+            if line.get("round") == round and line.get("modification") is not None:
+                return ImprintSpec.model_validate(line["modification"])
+        return None
 
     def global_state(self, round: int) -> dict[str, torch.Tensor]:
         return self._load(global_file(round))

@@ -21,7 +21,10 @@ act on the target (``attacks.NotApplicable``) gives a row with status ``not appl
 The attackers ``oblivious`` and ``informed`` differ in what the threat model lets them know
 (``fedsyn.evaluation.knowledge``, docs/methods.md "Oblivious vs informed"). Both use the model the
 server knows (``fedsyn.task.model.server_model``: architecture and WS structure, the global arrays of
-that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
+that round) in the BatchNorm mode of ``attack.inversion.bn_mode``; in an active server's modified round
+(``attack.active``) that model is wrapped in the imprint block the server sent, and every row of the
+capture carries the modification's utility cost (``fedsyn.evaluation.utility``: ``accuracy_before``,
+``accuracy_modified``, ``accuracy_unmodified``, kept in the store's ``extra_json``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from fedsyn.task.training import LocalHyper, round_batches
 
 from .capture import Capture, CaptureError, IndexEntry
 from .knowledge import attack_inputs
+from .utility import utility_cost
 
 ROWS_FILE = "rows.jsonl"
 
@@ -89,9 +93,11 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: Atta
 
 
 def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, pairing: list[int]) -> None:
-    """True images over their paired reconstructions, one column per image."""
+    """True images over their paired reconstructions, one column per image (black where none was paired)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    paired = rec_images.detach().cpu()[pairing].clamp(0, 1)
+    rec = rec_images.detach().cpu().clamp(0, 1)
+    blank = torch.zeros_like(true_images[0].cpu())
+    paired = torch.stack([rec[j] if j != attacks.pairing.UNPAIRED else blank for j in pairing])
     save_image(torch.cat([true_images.cpu(), paired]), path, nrow=len(true_images), padding=2)
 
 
@@ -119,9 +125,10 @@ def attack_with(
     if not entry.ok:
         return _row(cell, entry, attacker, method, attack, status="rejected", error=entry.reason)
     try:
-        model = server_model(cell, train.num_classes, train.in_shape)
+        imprint = capture.modification(entry.round)
+        model = server_model(cell, train.num_classes, train.in_shape, imprint=imprint)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
-        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train)
+        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train, imprint)
         true_images, true_labels = true_batch(cell, train, entry)
         config = attack.inversion.model_copy(
             update={
@@ -164,6 +171,8 @@ def attack_with(
         **{name: scores.get(name) for name in SCORE_FIELDS},
         **reference_scores(true_images, train.mean),
         image_psnr=tuple(image["psnr"] for image in scores.per_image),
+        recovered_30db=int(scores["recovered_30db"]),
+        recovered_psnr=scores.get("recovered_psnr"),
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
         iterations=rec.stats.get("iterations", config.iterations),
@@ -222,6 +231,8 @@ def attack_capture(capture_dir: Path, *, attack: AttackSpec | None = None, out: 
         for attacker in attack.attackers
         for row in attack_entry(capture, entry, attacker, attack, train, out)
     ]
+    cost = utility_cost(capture)
+    rows = [{**row, **cost} for row in rows]
     with open(out / ROWS_FILE, "w") as handle:
         for row in rows:
             handle.write(json.dumps(row, default=float) + "\n")

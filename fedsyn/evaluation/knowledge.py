@@ -20,6 +20,7 @@ from fedsyn.biomod import fuzzy_factors
 from fedsyn.data import ImageDataset
 from fedsyn.defenses.knowledge import informed_mask, rejuvenation_bounds
 from fedsyn.experiment.grid import Cell
+from fedsyn.models import ImprintSpec
 from fedsyn.task.model import client_model
 
 from .capture import IndexEntry
@@ -49,10 +50,12 @@ def attack_inputs(
     tensors: dict[str, torch.Tensor],
     entry: IndexEntry,
     train: ImageDataset,
+    imprint: ImprintSpec | None = None,
 ) -> dict[str, Any]:
     """``target``, ``update``, ``fl_factors`` and ``mask`` of ``attacks.AttackInputs`` as ``attacker``
     sees them. The informed attacker's mask leaves out the weights WR re-drew and the entries pruning zeroed
-    (``fedsyn.defenses.knowledge.informed_mask``)."""
+    (``fedsyn.defenses.knowledge.informed_mask``). ``imprint``: the round's model was the active
+    server's modified one (``model`` is wrapped too)."""
     target = [tensors[name] for name, _ in model.named_parameters()]
     if attacker == "oblivious":
         if entry.capture == "update":
@@ -66,7 +69,7 @@ def attack_inputs(
     # used) and the shared FL factors. Built once, and only when one of the two needs it.
     client = None
     if cell.biomod.wr or _fl_shared(cell):
-        client = client_model(cell, 0, 1, train.num_classes, train.in_shape)
+        client = client_model(cell, 0, 1, train.num_classes, train.in_shape, imprint=imprint)
     bounds = rejuvenation_bounds(client) if cell.biomod.wr else {}
     mask = informed_mask(
         model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps

@@ -55,11 +55,28 @@ class Cell(StrictModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
+        active = self.attack.active
+        design = f" active={active.type}/{active.designs[0]}" if active is not None else ""
         return (
-            f"{self.key}  seed={self.seed} model={self.model.label} trained={self.trained}ep combo={self.combo} "
+            f"{self.key}  seed={self.seed} model={self.model.label} trained={self.trained}ep combo={self.combo}{design} "
             f"defense={self.defense.name} clients={self.federation.clients} rounds={self.federation.rounds} "
             f"attackers={','.join(self.attack.attackers)} methods={','.join(self.attack.methods)}"
         )
+
+
+def attack_variants(attack: AttackSpec, biomod: BiomodConfig) -> list[AttackSpec]:
+    """The attack spec of each cell: one per design of an active server (each design is a federation
+    of its own), else the spec itself. Without FL and WS the informed design is the oblivious one
+    (``fedsyn.task.active.imprint_design``), so when both are listed only the oblivious cell runs."""
+    if attack.active is None:
+        return [attack]
+    designs = attack.active.designs
+    if not (biomod.fl or biomod.ws) and "oblivious" in designs:
+        designs = ("oblivious",)
+    return [
+        attack.model_copy(update={"active": attack.active.model_copy(update={"designs": (design,)})})
+        for design in designs
+    ]
 
 
 def expand(config: ExperimentConfig) -> list[Cell]:
@@ -77,12 +94,13 @@ def expand(config: ExperimentConfig) -> list[Cell]:
             biomod=biomod_config(combo, config.biomod),
             federation=config.federation,
             defense=defense,
-            attack=config.attack,
+            attack=attack,
             metrics=config.metrics,
         )
         for seed, model, trained in itertools.product(config.seeds, config.models, config.trained)
         for combos, defenses in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
+        for attack in attack_variants(config.attack, biomod_config(combo, config.biomod))
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):

@@ -184,8 +184,42 @@ class PretrainSpec(StrictModel):
     max_samples: int | None = Field(None, ge=1, description="cap on training images per epoch")
 
 
+Design = Literal["oblivious", "informed"]
+
+
+class ActiveSpec(StrictModel):
+    """The active malicious server: in round ``round`` it sends the model wrapped in an imprint block
+    (Fowl et al. 2022, ``fedsyn.models.imprint``) instead of the plain one; the next round goes on with
+    the plain model again.
+
+    ``designs``: the block is designed for a plain model (``oblivious``: one row per threshold, no WS
+    structure) or for the clients' public biomod settings (``informed``: ``ws_gamma`` = the WS factor,
+    ``copies`` rows per threshold against FL). Each design is a federation of its own: the grid gives a
+    cell per design (``fedsyn.experiment.grid.expand``; without FL and WS the two designs coincide and
+    only the oblivious cell runs). Thresholds are the quantiles of the statistic
+    over ``public_images`` test images that no client evaluates on (``fedsyn.task.active``).
+    """
+
+    type: Literal["imprint"] = "imprint"
+    round: int = Field(1, ge=1, description="the round whose model the server modifies")
+    designs: tuple[Design, ...] = Field(("informed",), min_length=1)
+    public_images: int = Field(1000, ge=2, description="held-out test images the thresholds come from")
+    bins: int = Field(128, ge=2)
+    statistic: Literal["brightness", "random"] = "brightness"
+    copies: int = Field(4, ge=1, description="rows per threshold of the informed design against FL")
+    alpha: float = Field(0.3, gt=0)
+    output_scale: float = Field(1e-3, gt=0)
+
+    @field_validator("designs")
+    @classmethod
+    def _distinct_designs(cls, designs: tuple[str, ...]) -> tuple[str, ...]:
+        return _distinct(designs, "attack.active.designs")
+
+
 class AttackSpec(StrictModel):
-    """Who attacks what, and with which inversion settings (``inversion`` is ``attacks.AttackConfig``)."""
+    """Who attacks what, and with which inversion settings (``inversion`` is ``attacks.AttackConfig``).
+
+    ``active``: the server modifies the model of one round (None: a passive server)."""
 
     attackers: tuple[str, ...] = ("oblivious",)
     methods: tuple[str, ...] = (attacks.DEFAULT_METHOD,)
@@ -193,6 +227,7 @@ class AttackSpec(StrictModel):
     clients: Literal["all"] | tuple[int, ...] = "all"
     rounds: tuple[int, ...] = (1,)
     inversion: attacks.AttackConfig = attacks.AttackConfig()
+    active: ActiveSpec | None = None
 
     @field_validator("attackers")
     @classmethod
@@ -299,6 +334,12 @@ class ExperimentConfig(StrictModel):
         bad_rounds = [r for r in self.attack.rounds if not 1 <= r <= self.federation.rounds]
         if bad_rounds:
             raise ValueError(f"attack.rounds {bad_rounds} not in 1..{self.federation.rounds}")
+        active = self.attack.active
+        if active is not None:
+            if active.round not in self.attack.rounds:
+                raise ValueError(f"attack.active.round {active.round} is not among attack.rounds {list(self.attack.rounds)}")
+            if self.federation.capture_rounds is not None and active.round not in self.federation.capture_rounds:
+                raise ValueError(f"attack.active.round {active.round} is not among federation.capture_rounds")
         names = [d.name for d in self.defenses]
         if len(set(names)) != len(names):
             raise ValueError(f"defense set names must be unique, got {names}")
@@ -396,6 +437,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 __all__ = [
+    "ActiveSpec",
     "AttackSpec",
     "BiomodGrid",
     "ConfigError",

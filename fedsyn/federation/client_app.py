@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsyn.defenses.secagg import secagg_route
+from fedsyn.models import ImprintSpec
 from fedsyn.seeding import derive_seed
 
 from fedsyn.task.data import client_partitions, dataset_spec, eval_shard, load_split
@@ -41,6 +42,7 @@ from .protocol import (
     evaluate_metrics,
     expected_arrays,
     hyper_from_config,
+    modification_from_config,
     reply_metrics,
     server_round,
 )
@@ -60,9 +62,15 @@ def _faulty(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _local_round(
-    settings: RunSettings, node: NodeSettings, global_state: dict[str, torch.Tensor], round: int, hyper: LocalHyper
+    settings: RunSettings,
+    node: NodeSettings,
+    global_state: dict[str, torch.Tensor],
+    round: int,
+    hyper: LocalHyper,
+    imprint: ImprintSpec | None,
 ) -> LocalResult:
-    """This node's ``client_round`` (NaN-filled for a faulty client)."""
+    """This node's ``client_round`` (NaN-filled for a faulty client); ``imprint``: the server sent its
+    modified model (the instruction's ``model-modification``)."""
     cell = settings.cell
     train = load_split(dataset_spec(cell, node.data_root), "train")
     result = client_round(
@@ -73,6 +81,7 @@ def _local_round(
         partition_id=node.partition_id,
         round=round,
         hyper=hyper,
+        imprint=imprint,
     )
     if node.partition_id in cell.federation.faulty_clients:
         result.arrays = _faulty(result.arrays)
@@ -84,7 +93,7 @@ def train_reply(message: Message, settings: RunSettings, node: NodeSettings) -> 
     config = message.content[CONFIG]
     hyper = hyper_from_config(config)
     global_state = message.content[ARRAYS].to_torch_state_dict()
-    result = _local_round(settings, node, global_state, server_round(config), hyper)
+    result = _local_round(settings, node, global_state, server_round(config), hyper, modification_from_config(config))
     metrics = MetricRecord(reply_metrics(result, hyper, node.partition_id, result.num_examples))
     return Message(RecordDict({ARRAYS: ArrayRecord(result.arrays), METRICS: metrics}), reply_to=message)
 
@@ -107,10 +116,11 @@ def secure_train_reply(message: Message, settings: RunSettings, node: NodeSettin
     round = server_round(config)
     hyper = hyper_from_config(config)
     train = load_split(dataset_spec(cell, node.data_root), "train")
-    model = plain_model(cell, train.num_classes, train.in_shape)
+    imprint = modification_from_config(config)
+    model = plain_model(cell, train.num_classes, train.in_shape, imprint=imprint)
     global_arrays = legacy.named_arrays(parameters, expected_arrays(model, "update"))
     global_state = {name: torch.from_numpy(array) for name, array in global_arrays.items()}
-    result = _local_round(settings, node, global_state, round, hyper)
+    result = _local_round(settings, node, global_state, round, hyper, imprint)
     reply = legacy.unnamed(
         {name: tensor.numpy() for name, tensor in result.arrays.items()}, list(expected_arrays(model, hyper.capture))
     )

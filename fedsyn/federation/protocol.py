@@ -6,7 +6,9 @@ Message-API records:
 
 - train instruction: ``ARRAYS`` (the global ``state_dict``) and ``CONFIG``: Flower's ``server-round``
   plus the local hyperparameters of ``train_config`` (``local-steps``, ``lr``, ``batch-size``,
-  ``capture``), read back with ``hyper_from_config``;
+  ``capture``), read back with ``hyper_from_config``; in an active server's modified round also
+  ``model-modification`` (``modification_config``: the ``ImprintSpec`` as JSON, the arrays then being
+  the wrapped model's ``state_dict``), read back with ``modification_from_config``;
 - train reply: ``ARRAYS`` (the reply arrays, named and shaped as ``expected_arrays`` says) and
   ``METRICS`` (``reply_metrics``: ``num-examples``, ``partition-id``, ``loss``, ``rejuvenated``, the
   local hyperparameters again, and ``defense.<name>`` for what the client's defenses report);
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from fedsyn.models import ImprintSpec
 from fedsyn.task.training import LocalHyper, LocalResult
 
 ARRAYS = "arrays"
@@ -42,6 +45,8 @@ LOCAL_STEPS = "local-steps"
 LR = "lr"
 BATCH_SIZE = "batch-size"
 CAPTURE = "capture"
+
+MODIFICATION = "model-modification"
 
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
@@ -76,6 +81,17 @@ def hyper_from_config(config: Mapping[str, Any]) -> LocalHyper:
         batch_size=int(config[BATCH_SIZE]),
         capture=str(config[CAPTURE]),
     )
+
+
+def modification_config(spec: ImprintSpec | None) -> dict[str, str]:
+    """The config entry that tells clients to rebuild the server's modified model (empty: the plain one)."""
+    return {} if spec is None else {MODIFICATION: spec.model_dump_json()}
+
+
+def modification_from_config(config: Mapping[str, Any]) -> ImprintSpec | None:
+    """The ``ImprintSpec`` of a modified round's train instruction, or None for the plain model."""
+    text = config.get(MODIFICATION)
+    return None if not text else ImprintSpec.model_validate_json(str(text))
 
 
 def server_round(config: Mapping[str, Any]) -> int:

@@ -39,6 +39,7 @@ from fedsyn.evaluation.capture import AGGREGATE_ID
 from fedsyn.task.training import LocalHyper
 
 from . import legacy
+from .active import ActiveServer
 from .protocol import (
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -72,10 +73,12 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         expected: dict[str, tuple[int, ...]],
         initial: dict[str, np.ndarray],
         clients: int,
+        active: ActiveServer,
     ) -> None:
         self.book = book
         self.hyper = hyper
         self.expected = expected
+        self.active = active
         self.state_shapes = {name: array.shape for name, array in initial.items()}
         super().__init__(
             fraction_fit=1.0,
@@ -88,13 +91,15 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         )
 
     def _fit_config(self, server_round: int) -> dict[str, Scalar]:
-        return {**train_config(self.hyper), SERVER_ROUND: server_round}
+        return {**train_config(self.hyper), **self.active.config(server_round), SERVER_ROUND: server_round}
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        self.book.begin(server_round, legacy.named_arrays(parameters, self.state_shapes))
-        return super().configure_fit(server_round, parameters, client_manager)
+        sent = self.active.outgoing(server_round, legacy.named_arrays(parameters, self.state_shapes))
+        self.book.begin(server_round, sent)
+        self.active.record(server_round, self.book)
+        return super().configure_fit(server_round, legacy.unnamed(sent, list(sent)), client_manager)
 
     def aggregate_fit(
         self,
@@ -118,21 +123,23 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             self.book.trained(accepted=0, rejections=rejections, train_loss=None)
             return None, {}
         metrics = [fit.metrics for _, fit in results]
-        mean, problem = self._mean(results[0][1].parameters, metrics)
+        mean, problem = self._mean(server_round, results[0][1].parameters, metrics)
         summary = {} if problem else training_summary(metrics, WEIGHT)
         self._record_aggregate(server_round, results, mean, summary, problem)
         if problem is not None:
             self.book.trained(accepted=0, rejections=[*rejections, f"aggregate: {problem}"], train_loss=None)
             return None, {}
         self.book.trained(accepted=len(results), rejections=rejections, train_loss=float(summary["loss"]))
-        return legacy.unnamed(next_global(self.book.global_arrays, mean, self.hyper), list(self.state_shapes)), summary
+        stepped = self.active.continued(server_round, next_global(self.book.global_arrays, mean, self.hyper))
+        return legacy.unnamed(stepped, list(self.state_shapes)), summary
 
     def _mean(
-        self, parameters: Parameters, metrics: list[dict[str, Scalar]]
+        self, server_round: int, parameters: Parameters, metrics: list[dict[str, Scalar]]
     ) -> tuple[dict[str, np.ndarray], str | None]:
         """The aggregate under the protocol's names, and why it cannot be used (None: it can)."""
+        expected = self.active.expected(server_round, self.expected)
         try:
-            mean = legacy.named_arrays(parameters, self.expected)
+            mean = legacy.named_arrays(parameters, expected)
         except ValueError as err:
             return {}, f"the aggregate does not fit the protocol: {err}"
         lacking = sorted({key for m in metrics for key in SECURE_METRICS if key not in m})
@@ -141,7 +148,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         odd = sorted({key for m in metrics for key, value in m.items() if not _finite_number(value)})
         if odd:
             return mean, f"client metrics {odd[:5]} are not finite numbers: the aggregate cannot be summarised"
-        return mean, arrays_problem(mean, self.expected)
+        return mean, arrays_problem(mean, expected)
 
     def _record_aggregate(
         self,
@@ -221,7 +228,9 @@ def run_secure_federation(
     cell = settings.cell
     hyper = LocalHyper.from_cell(cell)
     clients = cell.federation.clients
-    strategy = AggregateCapturingFedAvg(book, hyper=hyper, expected=expected, initial=initial, clients=clients)
+    strategy = AggregateCapturingFedAvg(
+        book, hyper=hyper, expected=expected, initial=initial, clients=clients, active=ActiveServer(cell, hyper.capture)
+    )
     evaluating = EvaluatingFedAvg(book, clients=clients)
     evaluation = ClientEvaluation(evaluating, strategy.state_shapes, settings.round_timeout)
     workflow = DefaultWorkflow(

@@ -28,6 +28,7 @@ from fedsyn.task.data import client_partitions, dataset_spec, load_split
 from fedsyn.task.model import plain_model
 from fedsyn.task.training import LocalHyper
 
+from .active import ActiveServer
 from .protocol import ReplyLimits, expected_arrays
 from .secure_server import run_secure_federation
 from .server_round import RoundBook
@@ -70,7 +71,13 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> Path:
     expected = expected_arrays(model, hyper.capture)
     secagg = cell.defense.find(SecAgg)
     if secagg is None:
-        strategy = CapturingFedAvg(book, hyper=hyper, expected=expected, limits=reply_limits(cell))
+        strategy = CapturingFedAvg(
+            book,
+            hyper=hyper,
+            expected=expected,
+            limits=reply_limits(cell),
+            active=ActiveServer(cell, hyper.capture),
+        )
         strategy.start(
             grid,
             ArrayRecord(model.state_dict()),

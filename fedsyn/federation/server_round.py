@@ -135,6 +135,10 @@ class RoundBook:
         self._round_started = time.monotonic()
         self.capture.save_global(round, {name: torch.from_numpy(a.copy()) for name, a in global_arrays.items()})
 
+    def modified(self, spec: dict[str, Any]) -> None:
+        """The server sent its modified model this round (an active attack); ``spec`` is what it sent."""
+        self._round["modification"] = spec
+
     def trained(self, *, accepted: int, rejections: list[str], train_loss: float | None) -> None:
         """The round's training outcome: how many replies went into the mean, why others did not."""
         self._round.update(accepted=accepted, rejected=len(rejections), rejections=rejections)

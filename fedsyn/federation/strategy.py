@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedsyn.evaluation.capture import IndexEntry
 from fedsyn.task.training import LocalHyper
 
+from .active import ActiveServer
 from .protocol import (
     ARRAYS,
     LOSS,
@@ -144,7 +145,8 @@ class EvaluatingFedAvg(FedAvg):
 
 
 class CapturingFedAvg(EvaluatingFedAvg):
-    """FedAvg over every client, with capture and rejection (see the module docstring).
+    """FedAvg over every client, with capture and rejection (see the module docstring); ``active``
+    modifies the model of the active server's round (``fedsyn.federation.active``).
 
     ``expected`` maps each reply array name to its shape: the ``state_dict`` for capture ``update``,
     the parameters for ``gradient``; ``limits`` bounds the reply's metrics and norm (``protocol.ReplyLimits``).
@@ -157,24 +159,29 @@ class CapturingFedAvg(EvaluatingFedAvg):
         hyper: LocalHyper,
         expected: dict[str, tuple[int, ...]],
         limits: ReplyLimits,
+        active: ActiveServer,
     ) -> None:
         super().__init__(book, clients=limits.clients)
         self.hyper = hyper
         self.expected = expected
         self.limits = limits
         self.owners = PartitionOwners()
+        self.active = active
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        for key, value in train_config(self.hyper).items():
+        for key, value in {**train_config(self.hyper), **self.active.config(server_round)}.items():
             config[key] = value
-        self.book.begin(server_round, {name: array.numpy() for name, array in arrays.items()})
+        sent = self.active.outgoing(server_round, {name: array.numpy() for name, array in arrays.items()})
+        self.book.begin(server_round, sent)
+        self.active.record(server_round, self.book)
+        arrays = ArrayRecord({name: Array(a) for name, a in sent.items()})
         return super().configure_train(server_round, arrays, config, grid)
 
-    def _dtypes(self) -> dict[str, np.dtype]:
+    def _dtypes(self, expected: Mapping[str, tuple[int, ...]]) -> dict[str, np.dtype]:
         """The dtype each reply array must have: that of the global array of its name."""
-        return {name: self.book.global_arrays[name].dtype for name in self.expected}
+        return {name: self.book.global_arrays[name].dtype for name in expected}
 
     def _record(self, server_round: int, message: Message, reason: str | None) -> IndexEntry:
         """Index (and, in captured rounds, store) one reply; ``reason`` says why it is rejected, if it is.
@@ -193,8 +200,9 @@ class CapturingFedAvg(EvaluatingFedAvg):
             shapes={name: a.shape for name, a in (arrays or {}).items()},
             dtypes={name: str(a.dtype) for name, a in (arrays or {}).items()},
         )
-        dtypes = self._dtypes()
-        valid_bytes = sum(math.prod(shape) * dtypes[name].itemsize for name, shape in self.expected.items())
+        expected = self.active.expected(server_round, self.expected)
+        dtypes = self._dtypes(expected)
+        valid_bytes = sum(math.prod(shape) * dtypes[name].itemsize for name, shape in expected.items())
         if arrays is not None and reason is not None and sum(a.nbytes for a in arrays.values()) > valid_bytes:
             arrays = None
         tensors = None if arrays is None else {name: torch.from_numpy(a.copy()) for name, a in arrays.items()}
@@ -205,7 +213,8 @@ class CapturingFedAvg(EvaluatingFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted: list[Message] = []
         rejected: list[str] = []
-        for message, reason in triage(replies, self.expected, self._dtypes(), self.limits, self.owners):
+        expected = self.active.expected(server_round, self.expected)
+        for message, reason in triage(replies, expected, self._dtypes(expected), self.limits, self.owners):
             entry = self._record(server_round, message, reason)
             if entry.ok:
                 accepted.append(message)
@@ -229,4 +238,5 @@ class CapturingFedAvg(EvaluatingFedAvg):
         )
         if stepped is None:
             return None, metrics
+        stepped = self.active.continued(server_round, stepped)
         return ArrayRecord({name: Array(a) for name, a in stepped.items()}), metrics

@@ -65,6 +65,8 @@ class ResultRow:
     ref_psnr: float | None = _column("REAL", None)
     ref_ssim: float | None = _column("REAL", None)
     ref_mse_pct: float | None = _column("REAL", None)
+    recovered_30db: int | None = _column("INTEGER", None)
+    recovered_psnr: float | None = _column("REAL", None)
     attack_seconds: float | None = _column("REAL", None)
     iterations: int | None = _column("INTEGER", None)
     image_path: str | None = _column("TEXT", None)

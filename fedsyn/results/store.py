@@ -45,7 +45,7 @@ from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 SCHEMA_VERSION = 3
 """Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta;
 version 3 the ``seed`` column (repeats), the reference scores ``ref_mse``, ``ref_psnr``, ``ref_ssim``,
-``ref_mse_pct`` and the other columns docs/results.md lists for it. A version-2 store is upgraded in
+``ref_mse_pct``, ``recovered_30db``, ``recovered_psnr`` and the other columns docs/results.md lists for it. A version-2 store is upgraded in
 place when opened (``_upgrade_from_2``); older ones are refused."""
 DB_NAME = "results.db"
 

@@ -33,6 +33,7 @@ from fedsyn.biomod import attach, scale_gradients
 from fedsyn.data import ImageDataset, batch_indices
 from fedsyn.defenses import DPSGD, apply_defenses
 from fedsyn.defenses.dpsgd import dp_train
+from fedsyn.models import ImprintSpec
 from fedsyn.seeding import derive_seed
 from fedsyn.experiment.grid import Cell
 
@@ -191,9 +192,11 @@ def client_round(
     partition_id: int,
     round: int,
     hyper: LocalHyper,
+    imprint: ImprintSpec | None = None,
 ) -> LocalResult:
-    """Everything a client computes in one round, from the global arrays to the (defended) reply."""
-    model = client_model(cell, partition_id, round, train.num_classes, train.in_shape)
+    """Everything a client computes in one round, from the global arrays to the (defended) reply;
+    ``imprint``: the server sent its modified model this round (``fedsyn.task.active``)."""
+    model = client_model(cell, partition_id, round, train.num_classes, train.in_shape, imprint=imprint)
     model.load_state_dict(global_state, strict=True)
     model.train()
     chosen = round_batches(cell, partition_indices, partition_id=partition_id, round=round, hyper=hyper)
