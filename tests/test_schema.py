@@ -147,3 +147,11 @@ def test_dry_run_prints_one_line_per_cell(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "64 cells" and len(lines) == 65
     assert not (tmp_path / "out").exists()
+
+
+def test_a_width_matched_control_runs_only_without_fl_wr_ws():
+    models = [{"name": "mlp", "options": {"width": 64}}, {"name": "mlp", "options": {"width": 32}, "control": True}]
+    cells = expand(config(models=models, trained=[0], defenses=["none"]))
+    labels = [(cell.model.label, cell.combo) for cell in cells]
+    assert labels[: len(COMBOS)] == [("mlp-width=64", combo) for combo in COMBOS]
+    assert labels[len(COMBOS) :] == [("mlp-width=32-control", "none")]

@@ -21,7 +21,11 @@ act on the target (``attacks.NotApplicable``) gives a row with status ``not appl
 The attackers ``oblivious`` and ``informed`` differ in what the threat model lets them know
 (``fedsyn.evaluation.knowledge``, docs/methods.md "Oblivious vs informed"). Both use the model the
 server knows (``fedsyn.task.model.server_model``: architecture and WS structure, the global arrays of
-that round) in the BatchNorm mode of ``attack.inversion.bn_mode``.
+that round) in the BatchNorm mode of ``attack.inversion.bn_mode`` (the clients' ``federation.bn_mode``
+unless the config sets it on purpose). Every row records both modes and where the running statistics
+came from; with clients and attack in train mode and one local step, the attack also gets the batch
+statistics recovered from the captured BatchNorm buffers (``knowledge.batch_statistics``) and the row
+records the prior's weight, or why it was not used.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from fedsyn.task.model import server_model
 from fedsyn.task.training import LocalHyper, round_batches
 
 from .capture import Capture, CaptureError, IndexEntry
-from .knowledge import attack_inputs
+from .knowledge import attack_inputs, batch_statistics, bn_stats_source
 
 ROWS_FILE = "rows.jsonl"
 
@@ -73,8 +77,11 @@ def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torc
 
 
 def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:
-    """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores."""
+    """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores.
+    Every row records the BatchNorm modes of the clients and of the attack."""
     row = ResultRow(
+        client_bn_mode=cell.federation.bn_mode,
+        attack_bn_mode=attack.inversion.bn_mode,
         cell_key=cell.key,
         round=entry.round,
         partition_id=entry.partition_id,
@@ -112,7 +119,16 @@ def attack_with(
     try:
         model = server_model(cell, train.num_classes, train.in_shape)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
-        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train)
+        tensors = capture.tensors(entry)
+        inputs = attack_inputs(cell, attacker, model, tensors, entry, train)
+        bn_stats, bn_missing = batch_statistics(
+            cell, model, tensors, entry, attack.inversion.bn_mode, attack.inversion.bn_prior
+        )
+        bn_fields = {
+            "bn_stats_source": bn_stats_source(cell, model),
+            "bn_prior": attack.inversion.bn_prior if bn_stats is not None else None,
+            "bn_prior_missing": bn_missing,
+        }
         true_images, true_labels = true_batch(cell, train, entry)
         config = attack.inversion.model_copy(
             update={
@@ -135,6 +151,7 @@ def attack_with(
                 fl_factors=inputs["fl_factors"],
                 mask=inputs["mask"],
                 image_shape=train.in_shape,
+                bn_stats=bn_stats,
             ),
         )
         seconds = time.monotonic() - started
@@ -156,7 +173,9 @@ def attack_with(
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
         iterations=rec.stats.get("iterations", config.iterations),
+        converged=rec.stats.get("converged"),
         image_path=image,
+        **bn_fields,
     )
 
 

@@ -58,7 +58,8 @@ class Cell(StrictModel):
 
 
 def expand(config: ExperimentConfig) -> list[Cell]:
-    """All cells of ``config`` in a fixed order (models, trained states, grid blocks, combinations, defenses)."""
+    """All cells of ``config`` in a fixed order (models, trained states, grid blocks, combinations, defenses);
+    a control model (``ModelSpec.control``) only in the combination ``none``."""
     cells = [
         Cell(
             experiment=config.name,
@@ -77,6 +78,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
         for model, trained in itertools.product(config.models, config.trained)
         for combos, defenses in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
+        if not model.control or combo == "none"
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):

@@ -38,7 +38,7 @@ from fedsyn.experiment.grid import Cell
 
 from .fields import RESULT_COLUMNS, RESULT_FIELDS, ROW_KEY
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 2 added the ``method`` column (the attack suite) and the ``experiment`` and ``cell_keys`` meta."""
 DB_NAME = "results.db"
 
