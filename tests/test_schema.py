@@ -155,3 +155,9 @@ def test_a_width_matched_control_runs_only_without_fl_wr_ws():
     labels = [(cell.model.label, cell.combo) for cell in cells]
     assert labels[: len(COMBOS)] == [("mlp-width=64", combo) for combo in COMBOS]
     assert labels[len(COMBOS) :] == [("mlp-width=32-control", "none")]
+
+
+def test_wr_interval_beyond_the_local_steps_is_refused():
+    message = error_of({**BASE, "biomod": {"combos": ["wr"], "wr_interval": 3}, "federation": {"local_steps": 2}})
+    assert "biomod.wr_interval (3) exceeds federation.local_steps (2)" in message
+    assert config(biomod={"combos": ["none", "ws"], "wr_interval": 3}).biomod.wr_interval == 3

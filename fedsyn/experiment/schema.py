@@ -285,6 +285,13 @@ class ExperimentConfig(StrictModel):
         bad_rounds = [r for r in self.attack.rounds if not 1 <= r <= self.federation.rounds]
         if bad_rounds:
             raise ValueError(f"attack.rounds {bad_rounds} not in 1..{self.federation.rounds}")
+        wr_combos = [combo for combo in self.biomod.combo_names() if "wr" in combo.split("+")]
+        if wr_combos and self.biomod.wr_interval > self.federation.local_steps:
+            raise ValueError(
+                f"biomod.wr_interval ({self.biomod.wr_interval}) exceeds federation.local_steps "
+                f"({self.federation.local_steps}): WR counts the optimizer steps of one round, so it would never "
+                f"run in {', '.join(wr_combos)}; use a wr_interval of at most local_steps"
+            )
         names = [d.name for d in self.defenses]
         if len(set(names)) != len(names):
             raise ValueError(f"defense set names must be unique, got {names}")
