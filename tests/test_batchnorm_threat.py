@@ -132,3 +132,31 @@ def test_public_statistics_are_the_public_images_exact_moments() -> None:
     untouched = client_model(cell, 0, 1, test.num_classes, test.in_shape)
     calibrate(untouched, test, chosen[:0])
     assert torch.equal(batchnorm_layers(untouched)[0].running_var, torch.ones_like(first.running_var))
+
+
+@pytest.mark.slow
+def test_rows_record_the_batchnorm_threat_model(tmp_path) -> None:
+    """A real federation (one step, train mode) attacked by both methods: every row names both BN modes and
+    the statistics' source; Inverting Gradients used the recovered batch statistics, the analytic
+    attack (no fully connected input layer here) says it does not apply."""
+    import yaml
+
+    from fedsyn.cli import main
+    from fedsyn.evaluation.capture import Capture
+    from fedsyn.evaluation.evaluator import attack_capture
+
+    data = config({"eval_samples": 16, "batch_size": 2}, {"iterations": 3})
+    data["attack"]["methods"] = ["inverting-gradients", "analytic"]
+    data["attack"]["clients"] = [0]
+    path = tmp_path / "bn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["federate", str(path), "--out", str(tmp_path / "federation")]) == 0
+    (capture_dir,) = (tmp_path / "federation").iterdir()
+    rows = attack_capture(Capture(capture_dir).directory, out=tmp_path / "attack")
+    inverting, analytic = rows
+    assert all(
+        (r["client_bn_mode"], r["attack_bn_mode"], r["bn_stats_source"]) == ("train", "train", "defaults") for r in rows
+    )
+    assert inverting["status"] == "ok" and inverting["bn_prior"] == 0.1 and inverting["bn_prior_missing"] is None
+    assert inverting["converged"] in (True, False)
+    assert analytic["status"] == "not applicable" and analytic["converged"] is None

@@ -116,6 +116,7 @@ def attack_with(
     cell = capture.cell
     if not entry.ok:
         return _row(cell, entry, attacker, method, attack, status="rejected", error=entry.reason)
+    bn_fields: dict[str, Any] = {}
     try:
         model = server_model(cell, train.num_classes, train.in_shape)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
@@ -124,11 +125,7 @@ def attack_with(
         bn_stats, bn_missing = batch_statistics(
             cell, model, tensors, entry, attack.inversion.bn_mode, attack.inversion.bn_prior
         )
-        bn_fields = {
-            "bn_stats_source": bn_stats_source(cell, model),
-            "bn_prior": attack.inversion.bn_prior if bn_stats is not None else None,
-            "bn_prior_missing": bn_missing,
-        }
+        bn_fields = {"bn_stats_source": bn_stats_source(cell, model), "bn_prior_missing": bn_missing}
         true_images, true_labels = true_batch(cell, train, entry)
         config = attack.inversion.model_copy(
             update={
@@ -155,14 +152,18 @@ def attack_with(
             ),
         )
         seconds = time.monotonic() - started
+        bn_fields["bn_prior"] = rec.stats.get("bn_prior")
+        if bn_fields["bn_prior"] is None and bn_missing is None:
+            bn_fields["bn_prior_missing"] = f"the {method} method does not use BatchNorm statistics"
         scores = attacks.metrics.score(rec.images, true_images, rec_labels=rec.labels, true_labels=true_labels)
         who = "aggregate" if entry.aggregate else f"p{entry.partition_id}"
         image = f"{cell.key}/r{entry.round}_{who}_{attacker}_{method}.png"
         _save_grid(out / image, true_images, rec.images, scores.pairing)
     except attacks.NotApplicable as reason:
-        return _row(cell, entry, attacker, method, attack, status="not applicable", error=str(reason))
+        return _row(cell, entry, attacker, method, attack, status="not applicable", error=str(reason), **bn_fields)
     except Exception as err:  # one bad update must not stop the others; the row says what happened
-        return _row(cell, entry, attacker, method, attack, status="failed", error=f"{type(err).__name__}: {err}")
+        error = f"{type(err).__name__}: {err}"
+        return _row(cell, entry, attacker, method, attack, status="failed", error=error, **bn_fields)
     return _row(
         cell,
         entry,
