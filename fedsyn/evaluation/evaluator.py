@@ -94,6 +94,15 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: Atta
     return row.as_dict()
 
 
+def _iterations_run(stats: dict[str, Any]) -> int:
+    """The optimisation steps the winning restart ran (it may stop early on a plateau); 0 for a
+    closed-form method, which reports none."""
+    run = stats.get("iterations_run")
+    if run:
+        return int(run[stats.get("best_restart", 0)])
+    return int(stats.get("iterations", 0))
+
+
 def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, pairing: list[int]) -> None:
     """True images over their paired reconstructions, one column per image."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +182,7 @@ def attack_with(
         **{name: scores.get(name) for name in SCORE_FIELDS},
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
-        iterations=rec.stats.get("iterations", config.iterations),
+        iterations=_iterations_run(rec.stats),
         converged=rec.stats.get("converged"),
         image_path=image,
         **bn_fields,
