@@ -29,7 +29,6 @@ from fedsyn.evaluation.evaluator import ROWS_FILE
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import parse_config
 from fedsyn.federation import certs, deployment
-from fedsyn.sweep.deployed import ATTACK_DIR, FEDERATION_DIR
 from fedsyn.federation.settings import DEFAULTS
 from fedsyn.sweep.deployed import ATTACK_DIR, FEDERATION_DIR
 

@@ -133,7 +133,7 @@ def test_duplicate_grid_points_are_rejected():
 
 @pytest.mark.parametrize(
     ("name", "cells"),
-    [("quickstart.yaml", 8), ("table3.yaml", 64), ("table3-cpu.yaml", 64), ("defenses.yaml", 30), ("defenses-cpu.yaml", 45)],
+    [("quickstart.yaml", 8), ("table3.yaml", 66), ("table3-cpu.yaml", 34), ("defenses.yaml", 30), ("defenses-cpu.yaml", 30)],
 )
 def test_shipped_configs_validate(name, cells, monkeypatch, tmp_path):
     monkeypatch.setenv("FEDSYN_CIFAR10_DIR", str(tmp_path))
@@ -245,3 +245,17 @@ def test_photos_options_that_leave_a_split_empty_are_refused_at_load():
 def test_a_bad_list_item_is_reported_once():
     message = error_of({**BASE, "models": [{"name": "convnet", "options": {"width": -3}}]})
     assert message.count("\n") == 1 and "too short" not in message and "at least 1 item" not in message
+
+
+def test_a_width_matched_control_runs_only_without_fl_wr_ws():
+    models = [{"name": "mlp", "options": {"width": 64}}, {"name": "mlp", "options": {"width": 32}, "control": True}]
+    cells = expand(config(models=models, trained=[0], defenses=["none"]))
+    labels = [(cell.model.label, cell.combo) for cell in cells]
+    assert labels[: len(COMBOS)] == [("mlp-width=64", combo) for combo in COMBOS]
+    assert labels[len(COMBOS) :] == [("mlp-width=32-control", "none")]
+
+
+def test_wr_interval_beyond_the_local_steps_is_refused():
+    message = error_of({**BASE, "biomod": {"combos": ["wr"], "wr_interval": 3}, "federation": {"local_steps": 2}})
+    assert "biomod.wr_interval (3) exceeds federation.local_steps (2)" in message
+    assert config(biomod={"combos": ["none", "ws"], "wr_interval": 3}).biomod.wr_interval == 3

@@ -25,6 +25,11 @@ that round) in the BatchNorm mode of ``attack.inversion.bn_mode``; in an active 
 (``attack.active``) that model is wrapped in the imprint block the server sent, and every row of the
 capture carries the modification's utility cost (``fedsyn.evaluation.utility``: ``accuracy_before``,
 ``accuracy_modified``, ``accuracy_unmodified``, kept in the store's ``extra_json``).
+The attack runs BatchNorm in ``attack.inversion.bn_mode`` (the clients' ``federation.bn_mode``
+unless the config sets it on purpose). Every row records both modes and where the running statistics
+came from; with clients and attack in train mode and one local step, the attack also gets the batch
+statistics recovered from the captured BatchNorm buffers (``knowledge.batch_statistics``) and the row
+records the prior's weight, or why it was not used.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from fedsyn.task.model import server_model
 from fedsyn.task.training import LocalHyper, round_batches
 
 from .capture import Capture, CaptureError, IndexEntry
-from .knowledge import attack_inputs
+from .knowledge import attack_inputs, batch_statistics, bn_stats_source
 from .utility import utility_cost
 
 ROWS_FILE = "rows.jsonl"
@@ -77,8 +82,11 @@ def true_batch(cell: Cell, train: ImageDataset, entry: IndexEntry) -> tuple[torc
 
 
 def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: AttackSpec, **fields: Any) -> dict[str, Any]:
-    """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores."""
+    """The result row of one (reply, attacker, method); ``fields`` fill in status, error and scores.
+    Every row records the BatchNorm modes of the clients and of the attack."""
     row = ResultRow(
+        client_bn_mode=cell.federation.bn_mode,
+        attack_bn_mode=attack.inversion.bn_mode,
         cell_key=cell.key,
         seed=cell.seed,
         round=entry.round,
@@ -90,6 +98,15 @@ def _row(cell: Cell, entry: IndexEntry, attacker: str, method: str, attack: Atta
         **fields,
     )
     return row.as_dict()
+
+
+def _iterations_run(stats: dict[str, Any]) -> int:
+    """The optimisation steps the winning restart ran (it may stop early on a plateau); 0 for a
+    closed-form method, which reports none."""
+    run = stats.get("iterations_run")
+    if run:
+        return int(run[stats.get("best_restart", 0)])
+    return int(stats.get("iterations", 0))
 
 
 def _save_grid(path: Path, true_images: torch.Tensor, rec_images: torch.Tensor, pairing: list[int]) -> None:
@@ -124,11 +141,17 @@ def attack_with(
     cell = capture.cell
     if not entry.ok:
         return _row(cell, entry, attacker, method, attack, status="rejected", error=entry.reason)
+    bn_fields: dict[str, Any] = {}
     try:
         imprint = capture.modification(entry.round)
         model = server_model(cell, train.num_classes, train.in_shape, imprint=imprint)
         model.load_state_dict(capture.global_state(entry.round), strict=True)
-        inputs = attack_inputs(cell, attacker, model, capture.tensors(entry), entry, train, imprint)
+        tensors = capture.tensors(entry)
+        inputs = attack_inputs(cell, attacker, model, tensors, entry, train, imprint)
+        bn_stats, bn_missing = batch_statistics(
+            cell, model, tensors, entry, attack.inversion.bn_mode, attack.inversion.bn_prior
+        )
+        bn_fields = {"bn_stats_source": bn_stats_source(cell, model), "bn_prior_missing": bn_missing}
         true_images, true_labels = true_batch(cell, train, entry)
         config = attack.inversion.model_copy(
             update={
@@ -151,17 +174,22 @@ def attack_with(
                 fl_factors=inputs["fl_factors"],
                 mask=inputs["mask"],
                 image_shape=train.in_shape,
+                bn_stats=bn_stats,
             ),
         )
         seconds = time.monotonic() - started
+        bn_fields["bn_prior"] = rec.stats.get("bn_prior")
+        if bn_fields["bn_prior"] is None and bn_missing is None:
+            bn_fields["bn_prior_missing"] = f"the {method} method does not use BatchNorm statistics"
         scores = attacks.metrics.score(rec.images, true_images, rec_labels=rec.labels, true_labels=true_labels)
         who = "aggregate" if entry.aggregate else f"p{entry.partition_id}"
         image = f"{cell.key}/r{entry.round}_{who}_{attacker}_{method}.png"
         _save_grid(out / image, true_images, rec.images, scores.pairing)
     except attacks.NotApplicable as reason:
-        return _row(cell, entry, attacker, method, attack, status="not applicable", error=str(reason))
+        return _row(cell, entry, attacker, method, attack, status="not applicable", error=str(reason), **bn_fields)
     except Exception as err:  # one bad update must not stop the others; the row says what happened
-        return _row(cell, entry, attacker, method, attack, status="failed", error=f"{type(err).__name__}: {err}")
+        error = f"{type(err).__name__}: {err}"
+        return _row(cell, entry, attacker, method, attack, status="failed", error=error, **bn_fields)
     return _row(
         cell,
         entry,
@@ -175,8 +203,10 @@ def attack_with(
         recovered_psnr=scores.get("recovered_psnr"),
         lpips_missing=scores.missing.get("lpips"),
         attack_seconds=seconds,
-        iterations=rec.stats.get("iterations", config.iterations),
+        iterations=_iterations_run(rec.stats),
+        converged=rec.stats.get("converged"),
         image_path=image,
+        **bn_fields,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from attacks.bnstats import batchnorm_layers, recover_bn_stats
 from attacks.config import LocalUpdate
 from fedsyn.biomod import fuzzy_factors
 from fedsyn.data import ImageDataset
@@ -75,3 +76,49 @@ def attack_inputs(
         model, target, biomod=cell.biomod, defense=cell.defense, bounds=bounds, capture=entry.capture, steps=entry.steps
     )
     return {"target": target, "update": update, "fl_factors": shared_factors(cell, model, client), "mask": mask}
+
+
+def bn_stats_source(cell: Cell, model: torch.nn.Module) -> str:
+    """Where the running statistics the server sent come from (docs/results.md, ``bn_stats_source``)."""
+    if not batchnorm_layers(model):
+        return "no batchnorm"
+    if cell.federation.bn_stats == "public":
+        return "public"
+    return "pretrained" if cell.trained > 0 else "defaults"
+
+
+def batch_statistics(
+    cell: Cell, model: torch.nn.Module, tensors: dict[str, torch.Tensor], entry: IndexEntry, bn_mode: str, weight: float
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, str | None]:
+    """The client's batch (mean, variance) per BatchNorm layer, recovered from the captured running-buffer
+    deltas (``attacks.bnstats``), for the attack's feature-statistics prior; or ``None`` and the reason.
+
+    ``model`` holds the round's global arrays. The recovery is exact for one local step of one client;
+    after several steps, or for a secure aggregate, the buffers mix several batches' statistics, so the
+    prior is not used rather than fed an approximation.
+    """
+    layers = batchnorm_layers(model)
+    if weight == 0:
+        return None, "attack.inversion.bn_prior is 0"
+    if not layers:
+        return None, "the model has no BatchNorm"
+    if cell.federation.bn_mode != "train":
+        return None, "the clients run BatchNorm in eval mode: its running buffers do not move"
+    if bn_mode != "train":
+        return None, "the attack runs BatchNorm in eval mode, where batch statistics play no part"
+    if entry.aggregate:
+        return None, "a secure aggregate's buffers mix the statistics of several clients"
+    if entry.capture != "update":
+        return None, f"capture {entry.capture!r} holds no BatchNorm buffers"
+    if entry.steps != 1:
+        return None, f"{entry.steps} local steps: the buffers mix the steps' statistics (exact for one step only)"
+    names = [name for name, layer in model.named_modules() if layer in layers]
+    missing = [f"{name}.running_mean" for name in names if f"{name}.running_mean" not in tensors]
+    if missing:
+        return None, f"the capture holds no BatchNorm buffers ({missing[0]} missing)"
+    old = [(layer.running_mean.detach(), layer.running_var.detach()) for layer in layers]
+    new = [
+        (mean + tensors[f"{name}.running_mean"], var + tensors[f"{name}.running_var"])
+        for name, (mean, var) in zip(names, old)
+    ]
+    return recover_bn_stats(old, new, [layer.momentum for layer in layers]), None

@@ -81,7 +81,7 @@ def attack_variants(attack: AttackSpec, biomod: BiomodConfig) -> list[AttackSpec
 
 def expand(config: ExperimentConfig) -> list[Cell]:
     """All cells of ``config`` in a fixed order (seeds, models, trained states, grid blocks, combinations,
-    defenses)."""
+    defenses); a control model (``ModelSpec.control``) only in the combination ``none``."""
     cells = [
         Cell(
             experiment=config.name,
@@ -101,6 +101,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
         for combos, defenses in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
         for attack in attack_variants(config.attack, biomod_config(combo, config.biomod))
+        if not model.control or combo == "none"
     ]
     keys = [cell.key for cell in cells]
     if len(set(keys)) != len(keys):

@@ -63,6 +63,11 @@ class ModelSpec(StrictModel):
     name: str
     zero_bias: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+    control: bool = Field(
+        False,
+        description="a width-matched control for WS (WS at gamma leaves N/gamma distinct units per layer): the "
+        "grid runs this plain model only in the 'none' combination, and its label ends in '-control'",
+    )
 
     @field_validator("name")
     @classmethod
@@ -77,7 +82,7 @@ class ModelSpec(StrictModel):
     @property
     def label(self) -> str:
         extras = [f"{k}={v}" for k, v in sorted(self.options.items())]
-        return "-".join([self.name, *extras])
+        return "-".join([self.name, *extras, *(["control"] if self.control else [])])
 
 
 class PartitionSpec(StrictModel):
@@ -101,6 +106,17 @@ class FederationSpec(StrictModel):
     capture: Literal["update", "gradient"] = "update"
     capture_rounds: tuple[int, ...] | None = Field(None, description="rounds to capture; None = all")
     eval_samples: int = Field(512, ge=1, description="held-out test images for the accuracy per round")
+    bn_mode: Literal["train", "eval"] = Field(
+        "train",
+        description="the clients' BatchNorm mode during local training: 'train' normalises with the batch's "
+        "statistics, 'eval' with the running statistics of the global model the server sent",
+    )
+    bn_stats: Literal["defaults", "public"] = Field(
+        "defaults",
+        description="the running statistics of the model the server sends: 'defaults' as built (or pretrained), "
+        "'public' recalibrated on bn_public_samples images of the test split, which no client holds",
+    )
+    bn_public_samples: int = Field(256, ge=1, description="test images for bn_stats 'public' (a seeded draw)")
     faulty_clients: tuple[int, ...] = Field(
         (),
         description="fault injection for robustness tests: these partition ids reply with NaN arrays every "
@@ -298,6 +314,23 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"seeds must be >= 0, got {list(seeds)}")
         return _distinct(seeds, "seeds")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _attack_bn_mode_follows_clients(cls, data: Any) -> Any:
+        """Without an explicit ``attack.inversion.bn_mode`` the attack runs BatchNorm in the clients' mode
+        (``federation.bn_mode``); an explicit one is kept, a mismatch on purpose that every row records."""
+        if not isinstance(data, dict):
+            return data
+        federation = data.get("federation") or {}
+        attack = data.get("attack") or {}
+        inversion = attack.get("inversion") if isinstance(attack, dict) else None
+        if not isinstance(federation, dict) or not isinstance(attack, dict):
+            return data
+        if inversion is None or isinstance(inversion, dict) and "bn_mode" not in inversion:
+            clients = federation.get("bn_mode", FederationSpec.model_fields["bn_mode"].default)
+            return {**data, "attack": {**attack, "inversion": {**(inversion or {}), "bn_mode": clients}}}
+        return data
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_shorthand(cls, models: Any) -> Any:
@@ -340,6 +373,13 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"attack.active.round {active.round} is not among attack.rounds {list(self.attack.rounds)}")
             if self.federation.capture_rounds is not None and active.round not in self.federation.capture_rounds:
                 raise ValueError(f"attack.active.round {active.round} is not among federation.capture_rounds")
+        wr_combos = [combo for combo in self.biomod.combo_names() if "wr" in combo.split("+")]
+        if wr_combos and self.biomod.wr_interval > self.federation.local_steps:
+            raise ValueError(
+                f"biomod.wr_interval ({self.biomod.wr_interval}) exceeds federation.local_steps "
+                f"({self.federation.local_steps}): WR counts the optimizer steps of one round, so it would never "
+                f"run in {', '.join(wr_combos)}; use a wr_interval of at most local_steps"
+            )
         names = [d.name for d in self.defenses]
         if len(set(names)) != len(names):
             raise ValueError(f"defense set names must be unique, got {names}")

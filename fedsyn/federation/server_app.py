@@ -24,6 +24,7 @@ from fedsyn.defenses import SecAgg
 
 from fedsyn.evaluation.capture import CaptureWriter
 from fedsyn.experiment.grid import Cell
+from fedsyn.task.batchnorm import public_running_stats
 from fedsyn.task.data import client_partitions, dataset_spec, load_split
 from fedsyn.task.model import plain_model
 from fedsyn.task.training import LocalHyper
@@ -47,7 +48,9 @@ def initial_model(settings: RunSettings) -> nn.Module:
     """The cell's architecture with the weights round 1 starts from.
 
     The server reads the training split only for its class count and image shape (the architecture),
-    and for the partition sizes that bound the replies' ``num-examples`` (``reply_limits``).
+    and for the partition sizes that bound the replies' ``num-examples`` (``reply_limits``);
+    with ``federation.bn_stats: public`` the test split's public images that calibrate the BatchNorm
+    running statistics it sends (``fedsyn.task.batchnorm``).
     """
     cell = settings.cell
     train = load_split(dataset_spec(cell), "train")
@@ -57,6 +60,9 @@ def initial_model(settings: RunSettings) -> nn.Module:
         if not path.is_file():
             raise FileNotFoundError(f"initial weights not found: {path}")
         model.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    if cell.federation.bn_stats == "public":
+        test = load_split(dataset_spec(cell), "test")
+        model.load_state_dict(public_running_stats(cell, model.state_dict(), test), strict=False)
     return model
 
 

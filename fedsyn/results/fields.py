@@ -69,6 +69,12 @@ class ResultRow:
     recovered_psnr: float | None = _column("REAL", None)
     attack_seconds: float | None = _column("REAL", None)
     iterations: int | None = _column("INTEGER", None)
+    converged: bool | None = _column("INTEGER", None)
+    client_bn_mode: str | None = _column("TEXT", None)
+    attack_bn_mode: str | None = _column("TEXT", None)
+    bn_stats_source: str | None = _column("TEXT", None)
+    bn_prior: float | None = _column("REAL", None)
+    bn_prior_missing: str | None = _column("TEXT", None)
     image_path: str | None = _column("TEXT", None)
     aggregate_of: tuple[int, ...] | None = None
     image_psnr: tuple[float, ...] | None = None

@@ -1,7 +1,8 @@
 """A client's work in one round: local training from the global arrays, defenses, the reply's arrays.
 
 docs/methods.md, "The federated protocol": the client trains ``local_steps`` SGD steps of ``batch_size``
-images chosen by ``fedsyn.data.batch_indices`` from its partition for this round, with FL scaling the
+images chosen by ``fedsyn.data.batch_indices`` from its partition for this round, BatchNorm in the mode
+``federation.bn_mode`` (``fedsyn.task.batchnorm``), with FL scaling the
 gradients before each step and WR after steps (``fedsyn.biomod.attach``), then sends
 
 - capture ``update``: ``w_local - w_global`` for every ``state_dict`` entry (parameters and buffers);
@@ -37,6 +38,7 @@ from fedsyn.models import ImprintSpec
 from fedsyn.seeding import derive_seed
 from fedsyn.experiment.grid import Cell
 
+from .batchnorm import set_training_mode
 from .model import client_model
 
 EVAL_BATCH = 256
@@ -198,7 +200,7 @@ def client_round(
     ``imprint``: the server sent its modified model this round (``fedsyn.task.active``)."""
     model = client_model(cell, partition_id, round, train.num_classes, train.in_shape, imprint=imprint)
     model.load_state_dict(global_state, strict=True)
-    model.train()
+    set_training_mode(model, cell.federation.bn_mode)
     chosen = round_batches(cell, partition_indices, partition_id=partition_id, round=round, hyper=hyper)
     batches = [train.batch(indices) for indices in chosen]
     private = private_steps(
