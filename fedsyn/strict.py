@@ -60,6 +60,20 @@ def _boolean_numbers(annotation: Any, value: Any, where: str) -> list[str]:
     return [where] if bool not in leaves and object not in leaves and leaves & {int, float} else []
 
 
+class KnownFieldsModel(BaseModel):
+    """A model that refuses unknown keys with the list of the fields it has (pydantic's own message for
+    ``extra="forbid"`` names the key but not the allowed ones)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown field(s) {unknown}; allowed fields: {', '.join(cls.model_fields)}")
+        return data
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from fedsyn.strict import KnownFieldsModel
 
 LayerType = Literal["linear", "conv2d"]
 
@@ -17,7 +19,7 @@ COMBOS: tuple[str, ...] = ("none", "ws", "wr", "wr+ws", "fl", "fl+ws", "fl+wr", 
 _COMBO_TOKENS: tuple[str, ...] = (*METHODS, "grapes")
 
 
-class BiomodConfig(BaseModel):
+class BiomodConfig(KnownFieldsModel):
     """Which modifiers a converted model uses, and their hyperparameters (docs/methods.md).
 
     Defaults are the paper's "default hyperparameter" values: ``tau=0.09``, ``d_re=14``, ``gamma=2``,
@@ -39,15 +41,6 @@ class BiomodConfig(BaseModel):
     fl_scope: Literal["private", "shared"] = "private"
     fl_bias: bool = False
     layer_types: tuple[LayerType, ...] = Field(("linear", "conv2d"), min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                raise ValueError(f"unknown field(s) {unknown}; allowed fields: {', '.join(cls.model_fields)}")
-        return data
 
     @field_validator("layer_types")
     @classmethod

@@ -47,13 +47,15 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 from torch import nn
+
+from fedsyn.strict import KnownFieldsModel
 
 Statistic = Literal["brightness", "random"]
 
 
-class ImprintSpec(BaseModel):
+class ImprintSpec(KnownFieldsModel):
     """Everything that decides the imprint block; small enough to travel in a run config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,15 +69,6 @@ class ImprintSpec(BaseModel):
     alpha: float = Field(0.3, gt=0, description="scale of the measuring rows")
     output_scale: float = Field(1e-3, gt=0, description="magnitude of the entries of the expanding columns")
     seed: int = Field(0, ge=0, description="seed of the random direction and of the output signs")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                raise ValueError(f"unknown field(s) {unknown}; allowed fields: {', '.join(cls.model_fields)}")
-        return data
 
     @property
     def rows(self) -> int:
