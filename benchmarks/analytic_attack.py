@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import attacks
-from fedsyn.biomod import BiomodConfig, attach, convert, scale_gradients
+from fedsyn.biomod import BiomodConfig, convert
 from fedsyn.models import build_model
+from fedsyn.task.training import batch_gradient, local_update
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -56,20 +56,14 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def capture(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mode: str, lr: float) -> list[torch.Tensor]:
-    """What a client sends: the FL-scaled gradient, or the update of one SGD step with FL and WR."""
+    """What a client sends (the federation's own computations): the FL-scaled gradient, or the update of
+    one SGD step with FL and WR attached; aligned with ``model.parameters()``."""
     model = copy.deepcopy(model).train()
     if mode == "gradient":
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(normalise(images)), labels).backward()
-        scale_gradients(model)
-        return [p.grad.detach().clone() for p in model.parameters()]
-    start = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    with attach(optimizer, model):
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(normalise(images)), labels).backward()
-        optimizer.step()
-    return [p.detach() - s for p, s in zip(model.parameters(), start)]
+        signal, _ = batch_gradient(model, normalise(images), labels)
+    else:
+        signal, *_ = local_update(model, [(normalise(images), labels)], lr)
+    return [signal[name] for name, _ in model.named_parameters()]
 
 
 def main() -> None:

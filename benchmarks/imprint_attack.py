@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from attacks.imprint import recover
 from attacks.informed import rejuvenation_mask
 from attacks.pairing import mse_matrix
-from fedsyn.biomod import COMBOS, BiomodConfig, attach, convert, converted_layers, fuzzy_factors
+from fedsyn.biomod import COMBOS, BiomodConfig, convert, converted_layers, fuzzy_factors
 from fedsyn.models import ImprintModel, ImprintSpec, build_model, empirical_thresholds
+from fedsyn.task.training import local_update
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -61,18 +61,11 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - torch.tensor(MEAN).view(1, -1, 1, 1)) / torch.tensor(STD).view(1, -1, 1, 1)
 
 
-def local_update(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float
-) -> list[torch.Tensor]:
-    """One SGD step of the converted ``model`` (FL and WR attached); returns ``w_local - w_global``."""
-    params = list(model.parameters())
-    before = [p.detach().clone() for p in params]
-    optimizer = torch.optim.SGD(params, lr=lr)
-    with attach(optimizer, model):
-        optimizer.zero_grad()
-        F.cross_entropy(model(normalise(images)), labels).backward()
-        optimizer.step()
-    return [p.detach() - b for p, b in zip(params, before)]
+def client_update(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float) -> list[torch.Tensor]:
+    """One SGD step of the converted ``model`` (FL and WR attached), as the federation's clients take it;
+    returns ``w_local - w_global`` aligned with ``model.parameters()``."""
+    update, *_ = local_update(model, [(normalise(images), labels)], lr)
+    return [update[name] for name, _ in model.named_parameters()]
 
 
 def informed_knowledge(
@@ -113,7 +106,7 @@ def run_cell(name: str, combo: str, informed: bool, args: argparse.Namespace, pu
         model = convert(server_model, config, seed=client + 1).train()
         global_weights = [p.detach().clone() for p in model.parameters()]
         labels = torch.arange(client, client + len(images)) % 10
-        update = local_update(model, images, labels, args.lr)
+        update = client_update(model, images, labels, args.lr)
         fl, mask = informed_knowledge(model, update, global_weights, config) if informed else (None, None)
         result = recover(server_model, update, num_images=len(images), mean=MEAN, std=STD,
                          fl_factors=fl, mask=mask, is_update=True)

@@ -16,8 +16,9 @@ from PIL import Image
 
 import attacks
 from attacks.input_layer import find_input_layer
-from fedsyn.biomod import BiomodConfig, attach, convert, fuzzy_factors, scale_gradients
+from fedsyn.biomod import BiomodConfig, convert, fuzzy_factors
 from fedsyn.models import build_model
+from fedsyn.task.training import batch_gradient, local_update
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -41,18 +42,14 @@ def _model(combo: str, width: int = 512, shape: tuple[int, int, int] = SHAPE) ->
 
 
 def _capture(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The client's reply: FL-scaled gradient, or the update of one SGD step with FL and WR attached."""
+    """The client's reply as the federation computes it: FL-scaled gradient, or the update of one SGD step
+    with FL and WR attached; aligned with ``model.parameters()``."""
     model = copy.deepcopy(model).train()
     if mode == "gradient":
-        F.cross_entropy(model(_normalise(images)), labels).backward()
-        scale_gradients(model)
-        return [p.grad.detach().clone() for p in model.parameters()]
-    start = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    with attach(optimizer, model):
-        F.cross_entropy(model(_normalise(images)), labels).backward()
-        optimizer.step()
-    return [p.detach() - s for p, s in zip(model.parameters(), start)]
+        signal, _ = batch_gradient(model, _normalise(images), labels)
+    else:
+        signal, *_ = local_update(model, [(_normalise(images), labels)], LR)
+    return [signal[name] for name, _ in model.named_parameters()]
 
 
 def _attack(model, images, labels, mode, **extra) -> attacks.Reconstruction:
