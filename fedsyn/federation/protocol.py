@@ -145,6 +145,16 @@ class ReplyLimits:
         return len(self.partition_sizes)
 
 
+def is_number(value: object) -> bool:
+    """Whether a reply's metric value is a number: an int or a float, never a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a number (``is_number``) and finite."""
+    return is_number(value) and math.isfinite(value)
+
+
 def metrics_problem(metrics: Mapping[str, Any], limits: ReplyLimits) -> str | None:
     """Why a train reply's metrics cannot be trusted, or None: every ``REQUIRED_METRICS`` key and no
     unknown one (``defense.*`` aside), every value a finite number, the integer ones integral,
@@ -156,7 +166,7 @@ def metrics_problem(metrics: Mapping[str, Any], limits: ReplyLimits) -> str | No
     if unknown:
         return f"unknown metric(s) {unknown[:5]}"
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             return f"metric {key} must be a number, got {type(value).__name__} {str(value)[:40]}"
         if not math.isfinite(value):
             return f"metric {key} is not finite: {value}"

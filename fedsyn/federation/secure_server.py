@@ -17,8 +17,6 @@ evaluate handler), so a round's test accuracy in ``federation.json`` means the s
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -47,6 +45,7 @@ from .protocol import (
     SERVER_ROUND,
     WEIGHT,
     arrays_problem,
+    finite_number,
     train_config,
 )
 from .server_round import RoundBook, index_entry, next_global, training_summary
@@ -145,7 +144,7 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
         lacking = sorted({key for m in metrics for key in SECURE_METRICS if key not in m})
         if lacking:
             return mean, f"client metrics lack {lacking}: the aggregate cannot be attributed"
-        odd = sorted({key for m in metrics for key, value in m.items() if not _finite_number(value)})
+        odd = sorted({key for m in metrics for key, value in m.items() if not finite_number(value)})
         if odd:
             return mean, f"client metrics {odd[:5]} are not finite numbers: the aggregate cannot be summarised"
         return mean, arrays_problem(mean, expected)
@@ -175,15 +174,11 @@ class AggregateCapturingFedAvg(LegacyFedAvg):
             reason=problem,
             shapes={name: a.shape for name, a in mean.items()},
             covers=sorted(
-                int(fit.metrics[PARTITION_ID]) for _, fit in results if _finite_number(fit.metrics.get(PARTITION_ID))
+                int(fit.metrics[PARTITION_ID]) for _, fit in results if finite_number(fit.metrics.get(PARTITION_ID))
             ),
         )
         tensors = {name: torch.from_numpy(a.copy()) for name, a in mean.items()}
         self.book.capture.save_reply(entry, tensors or None)
-
-
-def _finite_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _failure(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
