@@ -65,3 +65,54 @@ def test_secagg_needs_enough_clients() -> None:
     config = {**BASE, "federation": {"clients": 2}, "defenses": [{"type": "secagg", "num_shares": 3}]}
     with pytest.raises(ConfigError, match=r"num_shares \(3\) needs at least as many clients"):
         parse_config(config)
+
+
+ACTIVE = {
+    **BASE,
+    "models": ["convnet"],
+    "defenses": ["none"],
+    "attack": {
+        "methods": ["imprint"],
+        "attackers": ["oblivious", "informed"],
+        "inversion": {"iterations": 500, "restarts": 2},
+        "active": {"type": "imprint", "designs": ["oblivious"], "bins": 32},
+    },
+}
+PASSIVE_BLOCK = {"active": None, "methods": ["inverting-gradients"], "inversion": {"iterations": 40}}
+
+
+def test_a_block_replaces_attack_settings_and_nested_ones_merge() -> None:
+    config = {**ACTIVE, "grid": [{}, {"combos": ["none"], "attack": PASSIVE_BLOCK}]}
+    cells = expand(parse_config(config))
+    active = [cell for cell in cells if cell.attack.active is not None]
+    passive = [cell for cell in cells if cell.attack.active is None]
+    assert [c.combo for c in active] == ["none", "fl", "ws"] and [c.combo for c in passive] == ["none"]
+    assert all(c.attack.methods == ("imprint",) and c.attack.inversion.iterations == 500 for c in active)
+    (cell,) = passive
+    assert cell.attack.methods == ("inverting-gradients",)
+    assert (cell.attack.inversion.iterations, cell.attack.inversion.restarts) == (40, 2)  # restarts kept
+    assert cell.attack.attackers == ("oblivious", "informed")
+    assert cell.key not in {c.key for c in active}
+    alone = expand(parse_config({**ACTIVE, "grid": [{}]}))
+    assert [c.key for c in alone] == [c.key for c in active]  # the passive block leaves the others' keys alone
+
+
+def test_bad_block_attack_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"grid\.1\.attack: methods: .*unknown attack method .dlg.; allowed: inverting-gradients"):
+        parse_config({**ACTIVE, "grid": [{}, {"attack": {"methods": ["dlg"]}}]})
+    with pytest.raises(ConfigError, match=r"grid\.0\.attack: inversion\.iterations: Input should be greater"):
+        parse_config({**ACTIVE, "grid": [{"attack": {"inversion": {"iterations": 0}}}]})
+    with pytest.raises(ConfigError, match=r"grid\.0\.attack\.clients \[9\] not in 0\.\.1"):
+        parse_config({**ACTIVE, "federation": {"clients": 2}, "grid": [{"attack": {"clients": [9]}}]})
+    with pytest.raises(ConfigError, match=r"grid\.0\.attack\.active\.round 2 is not among grid\.0\.attack\.rounds"):
+        parse_config({**ACTIVE, "federation": {"rounds": 2}, "grid": [{"attack": {"active": {"round": 2}}}]})
+
+
+def test_active_cpu_runs_a_passive_cell_beside_each_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FEDSYN_CIFAR10_DIR", str(tmp_path))
+    cells = expand(load_config(CONFIGS / "active-cpu.yaml"))
+    passive = [cell for cell in cells if cell.attack.active is None]
+    assert sorted(c.model.name for c in passive) == ["convnet", "resnet20"]
+    assert all((c.combo, c.defense.name) == ("none", "none") for c in passive)
+    assert all("imprint" not in c.attack.methods for c in passive)
+    assert len(cells) - len(passive) == 34

@@ -98,9 +98,9 @@ def expand(config: ExperimentConfig) -> list[Cell]:
             metrics=config.metrics,
         )
         for seed, model, trained in itertools.product(config.seeds, config.models, config.trained)
-        for combos, defenses in config.blocks()
+        for combos, defenses, block_attack in config.blocks()
         for combo, defense in itertools.product(combos, defenses)
-        for attack in attack_variants(config.attack, biomod_config(combo, config.biomod))
+        for attack in attack_variants(block_attack, biomod_config(combo, config.biomod))
         if not model.control or combo == "none"
     ]
     keys = [cell.key for cell in cells]

@@ -185,6 +185,11 @@ class GridBlock(StrictModel):
 
     combos: Literal["all"] | tuple[str, ...] = "all"
     defenses: Literal["all"] | tuple[str, ...] = "all"
+    attack: dict[str, Any] = Field(
+        default_factory=dict,
+        description="attack settings that replace the experiment's in this block's cells (nested keys merge), "
+        "e.g. {active: null, methods: [inverting-gradients]}: a passive server's cells beside an active one's",
+    )
 
     @field_validator("combos")
     @classmethod
@@ -359,20 +364,7 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":
-        clients = self.attack.clients
-        if clients != "all":
-            bad = [c for c in clients if not 0 <= c < self.federation.clients]
-            if bad:
-                raise ValueError(f"attack.clients {bad} not in 0..{self.federation.clients - 1}")
-        bad_rounds = [r for r in self.attack.rounds if not 1 <= r <= self.federation.rounds]
-        if bad_rounds:
-            raise ValueError(f"attack.rounds {bad_rounds} not in 1..{self.federation.rounds}")
-        active = self.attack.active
-        if active is not None:
-            if active.round not in self.attack.rounds:
-                raise ValueError(f"attack.active.round {active.round} is not among attack.rounds {list(self.attack.rounds)}")
-            if self.federation.capture_rounds is not None and active.round not in self.federation.capture_rounds:
-                raise ValueError(f"attack.active.round {active.round} is not among federation.capture_rounds")
+        self._check_attack(self.attack, "attack")
         wr_combos = [combo for combo in self.biomod.combo_names() if "wr" in combo.split("+")]
         if wr_combos and self.biomod.wr_interval > self.federation.local_steps:
             raise ValueError(
@@ -396,17 +388,63 @@ class ExperimentConfig(StrictModel):
             unknown = [] if block.defenses == "all" else [n for n in block.defenses if n not in names]
             if unknown:
                 raise ValueError(f"grid.{index}.defenses: unknown defense set(s) {unknown}; defined: {', '.join(names)}")
+            self._check_attack(self.block_attack(index), f"grid.{index}.attack")
         return self
 
-    def blocks(self) -> list[tuple[tuple[str, ...], tuple[DefenseSet, ...]]]:
-        """The grid's (combinations, defense sets) blocks; without ``grid``, one block of everything."""
+    def _check_attack(self, attack: AttackSpec, field: str) -> None:
+        """What an attack spec asks of the federation: its clients, rounds and modified round exist."""
+        clients = attack.clients
+        if clients != "all":
+            bad = [c for c in clients if not 0 <= c < self.federation.clients]
+            if bad:
+                raise ValueError(f"{field}.clients {bad} not in 0..{self.federation.clients - 1}")
+        bad_rounds = [r for r in attack.rounds if not 1 <= r <= self.federation.rounds]
+        if bad_rounds:
+            raise ValueError(f"{field}.rounds {bad_rounds} not in 1..{self.federation.rounds}")
+        active = attack.active
+        if active is not None:
+            if active.round not in attack.rounds:
+                raise ValueError(f"{field}.active.round {active.round} is not among {field}.rounds {list(attack.rounds)}")
+            if self.federation.capture_rounds is not None and active.round not in self.federation.capture_rounds:
+                raise ValueError(f"{field}.active.round {active.round} is not among federation.capture_rounds")
+
+    def block_attack(self, index: int) -> AttackSpec:
+        """The attack spec of grid block ``index``: the experiment's, with the block's ``attack`` fields merged
+        in (a nested mapping such as ``inversion`` merges key by key) and validated again as a whole."""
+        overrides = self.grid[index].attack if self.grid else {}
+        if not overrides:
+            return self.attack
+        merged = _merged(self.attack.model_dump(mode="json"), overrides)
+        try:
+            spec = AttackSpec.model_validate(merged)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in err.errors()
+            )
+            raise ValueError(f"grid.{index}.attack: {problems}") from None
+        return spec
+
+    def blocks(self) -> list[tuple[tuple[str, ...], tuple[DefenseSet, ...], AttackSpec]]:
+        """The grid's (combinations, defense sets, attack spec) blocks; without ``grid``, one block of
+        everything under the experiment's attack spec."""
         by_name = {defense.name: defense for defense in self.defenses}
         result = []
-        for block in self.grid or (GridBlock(),):
+        for index, block in enumerate(self.grid or (GridBlock(),)):
             combos = self.biomod.combo_names() if block.combos == "all" else tuple(block.combos)
             names = tuple(by_name) if block.defenses == "all" else block.defenses
-            result.append((combos, tuple(by_name[name] for name in names)))
+            result.append((combos, tuple(by_name[name] for name in names), self.block_attack(index)))
         return result
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it; where both hold a mapping under one key, they merge."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -4,7 +4,8 @@
 writes::
 
     DIR/report.html                 everything below, images inline, readable offline
-    DIR/report/tables.md            every table of every metric, Markdown
+    DIR/report/tables.md            the active server beside the passive worst case (when a cell modified the
+                                    model: report.active), every table of every metric, Markdown
     DIR/report/tables.csv           one line per (table, metric, cell): n, mean, ci_low, ci_high, delta,
                                     delta_ci_low, delta_ci_high, p, p_holm, verdict, most_private, ...
     DIR/report/privacy_utility.csv  per finished cell, attacker and method: mean scores and test accuracy
@@ -15,7 +16,8 @@ and prints the worst-case tables to the terminal. The report reads the store and
 config, no schema): the store names the cells of the config the sweep last ran in ``DIR``
 (``cell_keys``), and only those count; cells that an earlier version of the config left in the store
 are left out and counted, never pooled with the current ones. Attack methods are never pooled: each has
-its table, and the headline table is their worst case (``report.worst``).
+its table, and the headline table is their worst case (``report.worst``); nor are servers: an active
+server's cells get tables of their own (``report.servers``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ from typing import Any
 
 from fedsyn.results.store import open_store
 
+from .active import active_table
+from .active import to_markdown as active_markdown
+from .active import to_text as active_text
 from .export import write_export
 from .grids import image_sets
 from .html import write_html
 from .plots import privacy_utility_plot
+from .servers import rows_with_server
 from .statistics import CELL_CSV_FIELDS
 from .tables import (
     METRIC_ORDER,
@@ -112,7 +118,7 @@ def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10
     with open_store(results_dir, readonly=True) as store:
         cells = store.cells()
         seeds = {cell["cell_key"]: json.loads(cell["cell_json"]).get("seed") for cell in cells}
-        rows = [with_extra(row, seeds) for row in store.results()]
+        rows = rows_with_server([with_extra(row, seeds) for row in store.results()], store.cells())
         name = store.meta("experiment") or results_dir.name
         current = store.current_keys()
     stale = 0
@@ -125,7 +131,9 @@ def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10
     out.mkdir(parents=True, exist_ok=True)
 
     groups = report_tables(rows, cells, resamples=resamples)
-    (out / "tables.md").write_text(f"# {title}\n\n" + "\n".join(to_markdown(g) for g in groups))
+    active = active_table(rows)
+    markdown = [active_markdown(active)] if active is not None else []
+    (out / "tables.md").write_text(f"# {title}\n\n" + "\n".join([*markdown, *(to_markdown(g) for g in groups)]))
     write_tables_csv(groups, out / "tables.csv")
     points = privacy_utility([*worst_case_rows(rows), *rows], cells)
     write_utility_csv(points, out / "privacy_utility.csv")
@@ -141,7 +149,10 @@ def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10
         scatter=scatter,
         grids=image_sets(rows, results_dir),
         cells=cells,
+        active=active,
     )
+    if active is not None:
+        print(active_text(active), file=sys.stdout)
     for group in groups:
         print(to_text(group, "psnr"), file=sys.stdout)
     print(f"every result row with its cell's settings: {export.csv}" + (f" and {export.parquet}" if export.parquet else ""))

@@ -16,6 +16,8 @@ from typing import Any
 
 from attacks.config import default_tv
 
+from .servers import server_of
+
 KNOWLEDGE: dict[str, str] = {
     "oblivious": "the architecture (with its WS structure) and the round's global weights; it treats the "
     "update as one plain gradient and knows nothing of FL, WR or the defenses",
@@ -87,6 +89,7 @@ def experiment_facts(
         return c["dataset"]["name"] + (f" ({', '.join(details)})" if details else "")
 
     return [
+        ("server", _values(configs, server_of)),
         ("dataset", _values(configs, dataset)),
         ("models", _values(configs, lambda c: c["model"]["name"] + "".join(
             f" {k}={v}" for k, v in sorted(c["model"]["options"].items())))),

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .active import ActiveTable, table_lines
 from .baseline import LEAK_MARGIN_DB
 from .directions import direction_text
 from .experiment import experiment_facts
 from .glossary import METHOD_WORDS, METRIC_WORDS, metric_entry
 from .grids import PNG_PADDING, GridRow, GridSet, png_size
+from .servers import PASSIVE
 from .tables import (
     METRIC_NAMES,
     METRIC_ORDER,
@@ -134,7 +136,7 @@ def group_html(group: TableGroup, cells: Sequence[dict[str, Any]], index: int) -
     mine = [c for c in cells if c["cell_key"] in group.cell_keys]
     facts = experiment_facts(mine, [row for table in group.methods for row in table.rows], group.attacker)
     parts = [
-        f"<h2 id='table{index}'>Defense: {e(group.defense)}; attacker: {e(group.attacker)}; labels {e(group.labels)}</h2>",
+        f"<h2 id='table{index}'>{e(group_title(group))}</h2>",
         _facts_html(facts),
         f"<p class='note'>{e(_LEGEND)}</p>",
         table_html(group.worst, WORST_HEADING),
@@ -152,6 +154,36 @@ def group_html(group: TableGroup, cells: Sequence[dict[str, Any]], index: int) -
         only = group.methods[0].method if group.methods else "none"
         parts.append(f"<p class='note'>One attack method ({e(only)}): the worst case is its table.</p>")
     return "\n".join(parts)
+
+
+def group_title(group: TableGroup) -> str:
+    server = "" if group.server == PASSIVE else f"Active server: {group.server}; "
+    return f"{server}Defense: {group.defense}; attacker: {group.attacker}; labels {group.labels}"
+
+
+_ACTIVE_LEGEND = (
+    "Per model, FL/WR/WS combination and defense: for the passive server, the worst case over its attack "
+    "methods and attackers per target (a client, or the aggregate under SecAgg+); for each active "
+    "modification and attacker, what the imprint read out of the same clients' batches. Each entry: images "
+    "recovered above 30 dB PSNR of all images, the fewest recovered from one target, the mean PSNR of the "
+    "recovered images and of all images. 'not run': the experiment has no passive cell for that place; '-': "
+    "no cell of that design (without FL and WS the informed design is the oblivious one, which runs alone). The "
+    "last column is the modification's utility cost: the test accuracy before the round, after it as "
+    "modified, and after the same round unmodified."
+)
+
+
+def _active_html(table: ActiveTable) -> str:
+    e = html.escape
+    header, body = table_lines(table)
+    lines = ["<h2 id='active'>Active server against the passive worst case</h2>", f"<p class='note'>{e(_ACTIVE_LEGEND)}</p>"]
+    lines.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+    for line in body:
+        cells = [f"<td>{e(line[0])}</td>", *(f'<td class="flag">{e(flag)}</td>' for flag in line[1:4])]
+        cells += [f"<td>{e(text)}</td>" for text in line[4:]]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
 
 
 def _glossary_html() -> str:
@@ -233,6 +265,7 @@ def write_html(
     scatter: Path | None,
     grids: Sequence[GridSet],
     cells: Sequence[dict[str, Any]],
+    active: ActiveTable | None = None,
 ) -> Path:
     e = html.escape
     done = [c for c in cells if c["status"] == "done"]
@@ -252,10 +285,14 @@ def write_html(
     parts.append(_glossary_html())
     if groups:
         links = " · ".join(
-            f"<a href='#table{i}'>{e(g.defense)} / {e(g.attacker)} / labels {e(g.labels)}</a>" for i, g in enumerate(groups)
+            f"<a href='#table{i}'>{e(group_title(g))}</a>" for i, g in enumerate(groups)
         )
         more = "<a href='#utility'>privacy against utility</a> · <a href='#grids'>reconstructions</a>"
+        if active is not None:
+            more = "<a href='#active'>active server against the passive worst case</a> · " + more
         parts.append(f"<p>Tables: {links} · {more}</p>")
+        if active is not None:
+            parts.append(_active_html(active))
         parts += [group_html(group, cells, i) for i, group in enumerate(groups)]
     else:
         parts.append("<p>No finished cells yet.</p>")

@@ -1,7 +1,8 @@
 """The report's privacy tables, from stored rows: every metric side by side, with the statistics of
 ``report.statistics`` and the baseline check of ``report.baseline``.
 
-One ``TableGroup`` per (defense set, attacker, label knowledge). Its headline table is the worst case
+One ``TableGroup`` per (server, defense set, attacker, label knowledge), the server being ``passive`` or an
+active server's modification (``report.active.server_of``). Its headline table is the worst case
 over the attack suite (``report.worst``); beside it one table per attack method. In every table the rows
 are the FL/WR/WS combinations in the paper's order and the columns are (model, trained epochs); a cell
 holds, per metric, the mean over its reconstructions with a 95% bootstrap interval and, for a defended
@@ -11,6 +12,7 @@ Wilcoxon p-value (docs/statistics.md). Reconstructions are paired on (seed, roun
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, MODELS, REPORT_METRICS, combo_flags
 
+from .servers import PASSIVE, server_of
 from .baseline import BaselineCheck, check_baseline
 from .statistics import CellStatistics, TableStatistics, group_values, table_statistics
 from .worst import WORST_CASE, not_applicable, worst_case_rows
@@ -76,7 +79,7 @@ def column_title(column: Column) -> str:
     return f"{model}, {'untrained' if trained == 0 else f'{trained} epochs pretrained'}"
 
 
-def _order(values: Iterable[str], known: Sequence[str]) -> list[str]:
+def in_order(values: Iterable[str], known: Sequence[str]) -> list[str]:
     present = set(values)
     return [v for v in known if v in present] + sorted(present - set(known))
 
@@ -97,6 +100,7 @@ class ReportTable:
     combos: list[str]
     columns: list[Column]
     rows: list[dict[str, Any]]
+    server: str = PASSIVE
     stats: dict[str, TableStatistics] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
     baseline: dict[Column, BaselineCheck] = field(default_factory=dict)
@@ -107,7 +111,8 @@ class ReportTable:
     @property
     def title(self) -> str:
         head = "Worst case over the attack methods" if self.method == WORST_CASE else f"Method: {self.method}"
-        return f"{head} (defense: {self.defense}, attacker: {self.attacker}, labels {self.labels})"
+        server = "" if self.server == PASSIVE else f"server: {self.server}, "
+        return f"{head} ({server}defense: {self.defense}, attacker: {self.attacker}, labels {self.labels})"
 
     def cell(self, metric: str, combo: str, column: Column) -> CellStatistics | None:
         stats = self.stats.get(metric)
@@ -129,8 +134,9 @@ class ReportTable:
 
 @dataclass
 class TableGroup:
-    """The tables of one (defense, attacker, labels): the worst case first, then each method's."""
+    """The tables of one (server, defense, attacker, labels): the worst case first, then each method's."""
 
+    server: str
     defense: str
     attacker: str
     labels: str
@@ -163,20 +169,21 @@ def build_table(
     attacker: str,
     labels: str,
     method: str,
+    server: str = PASSIVE,
     failed_cells: Sequence[dict[str, Any]] = (),
     resamples: int = 10_000,
 ) -> ReportTable:
     """The statistics of every metric for one table's rows (ok rows count; others are listed)."""
     scored = [row for row in rows if row["status"] == "ok"]
     columns = sorted({column_of(row) for row in rows}, key=column_rank)
-    combos = _order((row["combo"] for row in rows), COMBOS)
-    table = ReportTable(defense, attacker, labels, method, combos, columns, list(rows))
+    combos = in_order((row["combo"] for row in rows), COMBOS)
+    table = ReportTable(defense, attacker, labels, method, combos, columns, list(rows), server)
     for cell in failed_cells:
         column = (cell["model"], int(cell["trained"]))
         if column not in table.columns:
             table.columns = sorted([*table.columns, column], key=column_rank)
         if cell["combo"] not in table.combos:
-            table.combos = _order([*table.combos, cell["combo"]], COMBOS)
+            table.combos = in_order([*table.combos, cell["combo"]], COMBOS)
         table.failed[(cell["combo"], column)] = f"cell failed: {_last_line(cell['error'])}"
     paired = [{**row, "_pair": _pair_key(row), "_column": column_of(row)} for row in scored]
     for metric in METRIC_ORDER:
@@ -206,22 +213,29 @@ def build_table(
 def report_tables(
     rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]] = (), *, resamples: int = 10_000
 ) -> list[TableGroup]:
-    """The table groups of ``rows`` (store result rows), undefended defense set first.
+    """The table groups of ``rows`` (store result rows with their cell's ``server``): the passive server
+    first, the undefended defense set first within a server.
 
     ``cells`` (the store's cell records) lets failed cells appear as failed, with their error.
     """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["defense"], row["attacker"], row["labels"] or "")].append(row)
+        groups[(row["server"], row["defense"], row["attacker"], row["labels"] or "")].append(row)
+    servers = {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
     result = []
-    for (defense, attacker, labels), group in sorted(groups.items(), key=lambda item: (item[0][0] != "none", item[0])):
-        failed = [c for c in cells if c["status"] == "failed" and c["defense"] == defense]
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] != PASSIVE, item[0][0], item[0][1] != "none", item[0][1:]))
+    for (server, defense, attacker, labels), group in ordered:
+        failed = [
+            c for c in cells if c["status"] == "failed" and c["defense"] == defense and servers[c["cell_key"]] == server
+        ]
         options = {
-            "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed, "resamples": resamples
+            "server": server, "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed,
+            "resamples": resamples,
         }
-        methods = _order((row["method"] for row in group), ())
+        methods = in_order((row["method"] for row in group), ())
         result.append(
             TableGroup(
+                server=server,
                 defense=defense,
                 attacker=attacker,
                 labels=labels,

@@ -1,0 +1,28 @@
+"""Which server produced a cell's rows: a passive one, or an active one and the modification it sent.
+
+The report never pools the two: a cell whose attack names an active modification (``attack.active``)
+reads images out of a model the server changed, a passive cell out of the honest model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+PASSIVE = "passive"
+"""The ``server`` of a cell whose server sends the model unmodified."""
+
+
+def server_of(config: dict[str, Any]) -> str:
+    """``passive`` or the active modification of a cell's configuration (``cell_json``) in words."""
+    active = config.get("attack", {}).get("active")
+    if not active:
+        return PASSIVE
+    return f"{active['type']} block ({active['designs'][0]} design, round {active['round']})"
+
+
+def rows_with_server(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the ``server`` of their cell (``passive`` for a cell the store does not list)."""
+    servers = {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
+    return [{**row, "server": servers.get(row["cell_key"], PASSIVE)} for row in rows]
