@@ -9,7 +9,8 @@ from scipy import special, stats
 from torch import nn
 
 from fedsyn.biomod import BiomodConfig, attach, convert, rejuvenate
-from fedsyn.biomod.rejuvenation import bernoulli_positions, redraw_everywhere
+from fedsyn.biomod.rejuvenation import redraw_everywhere
+from fedsyn.biomod.wr_kernel import pass_keys, redraw_cpu
 
 SIDE = 1024  # a 1024 x 1024 layer: 2**20 weights
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -141,18 +142,40 @@ def test_redraws_do_not_depend_on_the_thread_count() -> None:
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
 
 
-def test_bernoulli_positions_are_a_sorted_subset_of_the_right_size() -> None:
-    size, level = 2_000_000, 2.0**-8
-    generator = torch.Generator().manual_seed(0)
-    positions = bernoulli_positions(size, level, generator)
-    assert positions.dtype == torch.int64 and int(positions.min()) >= 0 and int(positions.max()) < size
-    assert bool((positions.diff() > 0).all())  # strictly increasing: no position twice
-    expected = size * level
-    assert abs(positions.numel() - expected) <= 5 * math.sqrt(expected)
-    halves = torch.bincount(positions * 2 // size, minlength=2)  # spread evenly over the range
-    assert abs(int(halves[0]) - int(halves[1])) <= 5 * math.sqrt(expected)
-    again = bernoulli_positions(size, level, torch.Generator().manual_seed(0))
-    assert torch.equal(positions, again)
+def _oracle_hash(index: np.ndarray, keys: np.ndarray, stream: int) -> np.ndarray:
+    """The kernel's keyed 32-bit hash, in NumPy: an independent statement of the draws."""
+
+    def one_round(x: np.ndarray) -> np.ndarray:
+        mask = np.uint64(0xFFFFFFFF)
+        x = x ^ (x >> np.uint64(16))
+        x = (x * np.uint64(0x7FEB352D)) & mask
+        x = x ^ (x >> np.uint64(15))
+        x = (x * np.uint64(0x846CA68B)) & mask
+        return x ^ (x >> np.uint64(16))
+
+    keys = keys.astype(np.uint64)
+    return one_round(one_round(index.astype(np.uint64) ^ keys[2 * stream]) ^ keys[2 * stream + 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpu_kernel_decides_every_weight_exactly_as_u_below_p_re(dtype: torch.dtype) -> None:
+    """The kernel's shortcuts (the bound on P_re, the 24-bit first look at u, the bucket table) change no
+    decision: its re-draws are exactly {i : u_i < 1 - Phi(|w_i| / sigma)} with u_i from its hash streams,
+    and a re-drawn weight gets exactly v_i mapped onto the init range."""
+    size, sigma, bound, seed = 300_000, 0.01, 0.05, 1234
+    weights = torch.empty(size, dtype=dtype).uniform_(-0.14, 0.14, generator=torch.Generator().manual_seed(1))
+    flat = weights.clone()
+    count = redraw_cpu(flat, sigma, bound, seed)
+    index, keys = np.arange(size), pass_keys(seed)
+    u = (_oracle_hash(index, keys, 0) + (_oracle_hash(index, keys, 1) >> np.uint64(11)) * 2.0**-21) * 2.0**-32
+    a = weights.double().abs().numpy() / sigma
+    expected = u < 0.5 * special.erfc(a / math.sqrt(2.0))
+    changed = (flat != weights).numpy()
+    assert count == expected.sum() == changed.sum() and np.array_equal(changed, expected)
+    v = (_oracle_hash(index, keys, 2) * 2.0**21 + (_oracle_hash(index, keys, 3) >> np.uint64(11))) * 2.0**-53
+    fresh = torch.from_numpy((2.0 * v - 1.0) * bound).to(dtype)
+    assert torch.equal(flat[torch.from_numpy(expected)], fresh[torch.from_numpy(expected)])
+    assert 0.5 * size * 0.01 < count < size  # a weight range of 14 sigma: a few percent re-drawn
 
 
 def test_float64_weights_rejuvenate_in_place() -> None:
