@@ -17,6 +17,7 @@ from matplotlib import image as mpimg
 from fedsyn.experiment.grid import expand
 from fedsyn.experiment.schema import parse_config
 from fedsyn.report import build_report
+from fedsyn.report.servers import PASSIVE, server_of
 from fedsyn.results.fields import RESULT_FIELDS
 from fedsyn.results.store import open_store
 
@@ -94,8 +95,8 @@ def test_active_cells_have_their_own_tables_and_sit_beside_the_passive_worst_cas
     headings = [line for line in page.splitlines() if line.startswith("<h2 id='table")]
     assert len(headings) == 3  # passive, oblivious design, informed design: never pooled
     assert "Defense: none; attacker: oblivious" in headings[0] and "Active server" not in headings[0]
-    assert "Active server: imprint block (informed design, round 1)" in headings[1]
-    assert "Active server: imprint block (oblivious design, round 1)" in headings[2]
+    assert "Active server: imprint block (informed design, round 1, bins 16)" in headings[1]
+    assert "Active server: imprint block (oblivious design, round 1, bins 16)" in headings[2]
     section = page.split("<h2 id='active'>")[1].split("<h2")[0]
     rows = [row for row in section.split("<tr>")[2:]]
     assert len(rows) == 2  # (convnet, none) and (convnet, ws)
@@ -110,3 +111,9 @@ def test_active_cells_have_their_own_tables_and_sit_beside_the_passive_worst_cas
     assert "Active server against the passive worst case" in out and "passive worst case: not run" in out
     markdown = (tmp_path / "report" / "tables.md").read_text()
     assert markdown.index("## Active server against the passive worst case") < markdown.index("## Worst case")
+
+
+def test_servers_are_named_by_type_design_round_and_changed_settings() -> None:
+    assert server_of({"attack": {"active": None}}) == PASSIVE
+    active = {"type": "imprint", "designs": ["informed"], "round": 2, "bins": 128, "output_scale": 0.5}
+    assert server_of({"attack": {"active": active}}) == "imprint block (informed design, round 2, output_scale 0.5)"

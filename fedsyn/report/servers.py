@@ -10,16 +10,26 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from fedsyn.experiment.schema import ActiveSpec
+
 PASSIVE = "passive"
 """The ``server`` of a cell whose server sends the model unmodified."""
 
 
 def server_of(config: dict[str, Any]) -> str:
-    """``passive`` or the active modification of a cell's configuration (``cell_json``) in words."""
+    """``passive`` or the active modification of a cell's configuration (``cell_json``) in words: its
+    type, design and round, then every setting that differs from the defaults (two cells of different
+    block settings never share a table)."""
     active = config.get("attack", {}).get("active")
     if not active:
         return PASSIVE
-    return f"{active['type']} block ({active['designs'][0]} design, round {active['round']})"
+    defaults = ActiveSpec().model_dump(mode="json")
+    changed = [
+        f"{name} {value}" for name, value in active.items()
+        if name not in ("type", "designs", "round") and value != defaults.get(name)
+    ]
+    details = [f"{active['designs'][0]} design", f"round {active['round']}", *changed]
+    return f"{active['type']} block ({', '.join(details)})"
 
 
 def rows_with_server(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
