@@ -115,4 +115,4 @@ def test_active_cpu_runs_a_passive_cell_beside_each_model(monkeypatch: pytest.Mo
     assert sorted(c.model.name for c in passive) == ["convnet", "resnet20"]
     assert all((c.combo, c.defense.name) == ("none", "none") for c in passive)
     assert all("imprint" not in c.attack.methods for c in passive)
-    assert len(cells) - len(passive) == 34
+    assert len(cells) - len(passive) == 36
