@@ -9,8 +9,10 @@ outcome (``outcome.json``: rows, per-round accuracy, timings, or the error) and 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -75,10 +77,21 @@ def run_cell(cell: Cell, work_dir: Path, *, cache: Path | None = None) -> dict[s
     }
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal this process gets when its parent dies
+
+
 def _exit_with_parent(parent: int) -> None:
     """End this process when the sweep ``parent`` that started it dies (even by SIGKILL), instead of
     finishing an orphaned cell whose result nobody will read. The sweep passes its pid because it may
     already be gone by the time this process has imported its modules."""
+
+    if sys.platform.startswith("linux"):
+        # the kernel kills this process when its parent dies, however busy it is (a watching thread must
+        # first get the interpreter lock, which can take long on a loaded machine)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(3)
+        return
 
     def watch() -> None:
         while True:
