@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib import image as mpimg
 
-from fedsyn.experiment.grid import expand
-from fedsyn.experiment.schema import parse_config
 from fedsyn.report import build_report
 from fedsyn.report.servers import PASSIVE, server_of
 from fedsyn.results.fields import RESULT_FIELDS
-from fedsyn.results.store import open_store
+from stored_results import store_cells
 
 CLIENTS = 2
 IMAGES = 4
@@ -76,14 +74,9 @@ def make_row(results: Path, cell, p: int, method: str) -> dict:
 
 
 def fill(directory: Path) -> list:
-    config = parse_config(CONFIG)
-    cells = expand(config)
-    with open_store(directory) as store:
-        for cell in cells:
-            rows = [make_row(directory, cell, p, m) for p in range(CLIENTS) for m in cell.attack.methods]
-            store.commit_cell(cell, rows, rounds=[{"round": 1, "accuracy": 0.1, "loss": 2.0}], seconds=1.0)
-        store.set_experiment(config.name, [cell.key for cell in cells], config.model_dump_json())
-    return cells
+    return store_cells(
+        directory, CONFIG, lambda cell: [make_row(directory, cell, p, m) for p in range(CLIENTS) for m in cell.attack.methods]
+    )
 
 
 def test_active_cells_have_their_own_tables_and_sit_beside_the_passive_worst_case(tmp_path: Path, capsys) -> None:

@@ -6,7 +6,9 @@ writes::
     DIR/report.html                 everything below, images inline, readable offline
     DIR/report/tables.md            the active server beside the passive worst case (when a cell modified the
                                     model: report.active), every table of every metric, Markdown
-    DIR/report/tables.csv           one line per (table, metric, cell): n, mean, ci_low, ci_high, delta,
+    DIR/report/tables.csv           one line per (table, metric, cell): rows (combo: a table of FL/WR/WS
+                                    combinations; defense: of defense sets on the plain model), server,
+                                    n, mean, ci_low, ci_high, delta,
                                     delta_ci_low, delta_ci_high, p, p_holm, verdict, most_private, ...
     DIR/report/privacy_utility.csv  per finished cell, attacker and method: mean scores and test accuracy
     DIR/report/privacy_utility.png  the worst case against the test accuracy, all defenses on one figure
@@ -40,6 +42,7 @@ from .plots import privacy_utility_plot
 from .servers import rows_with_server
 from .statistics import CELL_CSV_FIELDS
 from .tables import (
+    BASELINE_COMBO,
     METRIC_ORDER,
     REPORT_METRICS,
     TableGroup,
@@ -55,7 +58,8 @@ from .worst import WORST_CASE, worst_case_rows
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
 TABLE_CSV_FIELDS: tuple[str, ...] = (
-    *("defense", "attacker", "labels", "method", "metric", "combo", "fl", "wr", "ws", "model", "trained"),
+    *("rows", "server", "defense", "attacker", "labels", "method", "metric", "combo", "fl", "wr", "ws", "model"),
+    "trained",
     *("baseline_leaks", "failed", "not_converged"),
     *CELL_CSV_FIELDS,
 )
@@ -80,22 +84,24 @@ def write_tables_csv(groups: list[TableGroup], path: Path) -> None:
         for group in groups:
             for table in (group.worst, *group.methods):
                 for metric in METRIC_ORDER:
-                    for combo in table.combos:
+                    for key in table.combos:
+                        combo, defense = (key, table.defense) if table.rows_by == "combo" else (BASELINE_COMBO, key)
                         fl, wr, ws = (int(flag == "x") for flag in flag_marks(combo))
                         for column in table.columns:
-                            cell = table.cell(metric, combo, column)
+                            cell = table.cell(metric, key, column)
                             check = table.baseline.get(column)
-                            stalled = table.not_converged.get((combo, column), (0, 0))[0]
+                            stalled = table.not_converged.get((key, column), (0, 0))[0]
                             line = {
-                                "defense": table.defense, "attacker": table.attacker, "labels": table.labels,
+                                "rows": table.rows_by, "server": table.server,
+                                "defense": defense, "attacker": table.attacker, "labels": table.labels,
                                 "method": table.method, "metric": metric, "combo": combo, "fl": fl, "wr": wr,
                                 "ws": ws, "model": column[0], "trained": column[1],
                                 "baseline_leaks": "" if check is None or check.leaks is None else int(check.leaks),
-                                "failed": table.failed.get((combo, column), ""), "not_converged": stalled,
+                                "failed": table.failed.get((key, column), ""), "not_converged": stalled,
                             }
                             if cell is not None:
                                 line.update(cell.as_dict())
-                                line["most_private"] = int(table.most_private(metric, combo, column))
+                                line["most_private"] = int(table.most_private(metric, key, column))
                             writer.writerow(line)
 
 

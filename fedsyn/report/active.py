@@ -167,10 +167,10 @@ def to_markdown(table: ActiveTable) -> str:
 
 
 def to_text(table: ActiveTable) -> str:
-    """The comparison for the terminal: one block per table place."""
+    """The comparison for the terminal: one block per table place (designs without a cell there left out)."""
     header, body = table_lines(table)
     out = ["Active server against the passive worst case"]
     for line in body:
         out.append(f"{line[0]}, {'+'.join(n for n, f in zip(('fl', 'wr', 'ws'), line[1:4]) if f) or 'none'}, defense {line[4]}")
-        out += [f"  {name}: {value}" for name, value in zip(header[5:], line[5:])]
+        out += [f"  {name}: {value}" for name, value in zip(header[5:], line[5:]) if value != "-"]
     return "\n".join(out) + "\n"

@@ -46,7 +46,9 @@ def _mean(values: list[float]) -> float:
 def check_baseline(baseline_rows: Sequence[dict[str, Any]], *, has_baseline: bool = True) -> BaselineCheck:
     """Judge the undefended cell of a column from its scored rows (status ``ok``)."""
     if not has_baseline:
-        return BaselineCheck(None, None, None, "the table has no undefended row 'none'")
+        return BaselineCheck(
+            None, None, None, "the experiment has no undefended plain-model cell (combination 'none', defense 'none')"
+        )
     pairs = [(row.get("psnr"), row.get("ref_psnr")) for row in baseline_rows if row.get("psnr") is not None]
     if not pairs:
         return BaselineCheck(None, None, None, "the undefended cell has no PSNR")

@@ -25,8 +25,9 @@ from .tables import (
     TableGroup,
     cell_text,
     column_title,
-    flag_marks,
     format_value,
+    row_header,
+    row_marks,
     table_notes,
 )
 from .utility import UtilityPoint
@@ -90,12 +91,12 @@ def _cell_html(table: ReportTable, metric: str, combo: str, column: tuple[str, i
 
 def _metric_table(table: ReportTable, metric: str) -> str:
     e = html.escape
-    head = "".join(f"<th>{name}</th>" for name in ("FL", "WR", "WS"))
+    head = "".join(f"<th>{name}</th>" for name in row_header(table.rows_by))
     head += "".join(f"<th>{e(column_title(column))}</th>" for column in table.columns)
     lines = [f"<div><h4>{e(METRIC_NAMES[metric])} <span class='note'>({e(direction_text(metric))})</span></h4>"]
     lines.append(f"<table><tr>{head}</tr>")
     for combo in table.combos:
-        flags = "".join(f'<td class="flag">{mark}</td>' for mark in flag_marks(combo))
+        flags = "".join(f'<td class="flag">{e(mark)}</td>' for mark in row_marks(table.rows_by, combo))
         lines.append(f"<tr>{flags}{''.join(_cell_html(table, metric, combo, c) for c in table.columns)}</tr>")
     lines.append("</table></div>")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, MODELS, REPORT_METRICS, combo_flags
 
@@ -45,6 +45,9 @@ PAIR_FIELDS: tuple[str, ...] = ("seed", "round", "partition_id")
 (the same true images, since batch selection depends on these alone)."""
 
 Column = tuple[str, int]  # (model label, trained epochs)
+RowsBy = Literal["combo", "defense"]  # what a table's rows are: FL/WR/WS combinations or defense sets
+EVERY_DEFENSE = "every defense set, plain model"
+"""The ``defense`` of the table whose rows are the defense sets (the plain model, combination ``none``)."""
 Place = tuple[str, Column]  # (combination, column)
 
 if set(METRIC_ORDER) != set(REPORT_METRICS):
@@ -74,6 +77,16 @@ def column_rank(column: Column) -> tuple[int, str, int]:
     return (MODELS.index(base) if base in MODELS else len(MODELS), label, trained)
 
 
+def row_header(rows_by: RowsBy) -> list[str]:
+    """The headings of a table's row labels: the FL/WR/WS flags, or the defense set."""
+    return ["FL", "WR", "WS"] if rows_by == "combo" else ["defense"]
+
+
+def row_marks(rows_by: RowsBy, key: str) -> list[str]:
+    """The row label cells of row ``key`` under ``row_header``."""
+    return flag_marks(key) if rows_by == "combo" else [key]
+
+
 def column_title(column: Column) -> str:
     model, trained = column
     return f"{model}, {'untrained' if trained == 0 else f'{trained} epochs pretrained'}"
@@ -101,6 +114,7 @@ class ReportTable:
     columns: list[Column]
     rows: list[dict[str, Any]]
     server: str = PASSIVE
+    rows_by: RowsBy = "combo"
     stats: dict[str, TableStatistics] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
     baseline: dict[Column, BaselineCheck] = field(default_factory=dict)
@@ -170,39 +184,49 @@ def build_table(
     labels: str,
     method: str,
     server: str = PASSIVE,
+    rows_by: RowsBy = "combo",
+    undefended: Sequence[dict[str, Any]] = (),
     failed_cells: Sequence[dict[str, Any]] = (),
     resamples: int = 10_000,
 ) -> ReportTable:
-    """The statistics of every metric for one table's rows (ok rows count; others are listed)."""
+    """The statistics of every metric for one table's rows (ok rows count; others are listed).
+
+    ``rows_by`` names the field whose values are the table's rows (``combo`` or ``defense``); the row
+    ``none`` is the baseline of the paired comparisons. ``undefended`` are the plain model's rows without
+    defense (same server, attacker, labels and method) that decide, per column, whether the attack leaks
+    at all (``report.baseline``).
+    """
     scored = [row for row in rows if row["status"] == "ok"]
     columns = sorted({column_of(row) for row in rows}, key=column_rank)
-    combos = in_order((row["combo"] for row in rows), COMBOS)
-    table = ReportTable(defense, attacker, labels, method, combos, columns, list(rows), server)
+    known = COMBOS if rows_by == "combo" else (BASELINE_COMBO,)
+    keys = in_order((row[rows_by] for row in rows), known)
+    table = ReportTable(defense, attacker, labels, method, keys, columns, list(rows), server, rows_by)
     for cell in failed_cells:
         column = (cell["model"], int(cell["trained"]))
         if column not in table.columns:
             table.columns = sorted([*table.columns, column], key=column_rank)
-        if cell["combo"] not in table.combos:
-            table.combos = in_order([*table.combos, cell["combo"]], COMBOS)
-        table.failed[(cell["combo"], column)] = f"cell failed: {_last_line(cell['error'])}"
+        if cell[rows_by] not in table.combos:
+            table.combos = in_order([*table.combos, cell[rows_by]], known)
+        table.failed[(cell[rows_by], column)] = f"cell failed: {_last_line(cell['error'])}"
     paired = [{**row, "_pair": _pair_key(row), "_column": column_of(row)} for row in scored]
     for metric in METRIC_ORDER:
-        values = group_values(paired, metric=metric, row="combo", column="_column", pair="_pair")
+        values = group_values(paired, metric=metric, row=rows_by, column="_column", pair="_pair")
         if values:
             table.stats[metric] = table_statistics(values, metric=metric, baseline=BASELINE_COMBO, resamples=resamples)
         table.missing[metric] = _missing_reasons(scored, metric)
     by_place: dict[Place, list[dict[str, Any]]] = defaultdict(list)
     for row in scored:
-        by_place[(row["combo"], column_of(row))].append(row)
+        by_place[(row[rows_by], column_of(row))].append(row)
     for place, members in by_place.items():
-        known = [row.get("converged") for row in members if row.get("converged") is not None]
-        stalled = sum(1 for flag in known if not flag)
+        converged = [row.get("converged") for row in members if row.get("converged") is not None]
+        stalled = sum(1 for flag in converged if not flag)
         if stalled:
             table.not_converged[place] = (stalled, len(members))
+    plain = [row for row in undefended if row["status"] == "ok"]
     for column in table.columns:
-        table.baseline[column] = check_baseline(by_place.get((BASELINE_COMBO, column), []), has_baseline=(
-            BASELINE_COMBO in table.combos
-        ))
+        table.baseline[column] = check_baseline(
+            [row for row in plain if column_of(row) == column], has_baseline=bool(undefended)
+        )
         if method == WORST_CASE:
             table.worst_sources[column] = Counter(
                 row["worst_method"] for (_, col), members in by_place.items() if col == column for row in members
@@ -222,30 +246,65 @@ def report_tables(
     for row in rows:
         groups[(row["server"], row["defense"], row["attacker"], row["labels"] or "")].append(row)
     servers = {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
+    plain_by_defense: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for (server, defense, attacker, labels), group in groups.items():
+        plain_by_defense[(server, attacker, labels)][defense] += [r for r in group if r["combo"] == BASELINE_COMBO]
     result = []
     ordered = sorted(groups.items(), key=lambda item: (item[0][0] != PASSIVE, item[0][0], item[0][1] != "none", item[0][1:]))
     for (server, defense, attacker, labels), group in ordered:
+        context = (server, attacker, labels)
+        plain = plain_by_defense[context]
+        defended_plain_only = defense != BASELINE_COMBO and all(r["combo"] == BASELINE_COMBO for r in group)
+        if defended_plain_only and len(plain) > 1 and BASELINE_COMBO in plain:
+            continue  # the defenses table below holds it, beside the undefended model
         failed = [
             c for c in cells if c["status"] == "failed" and c["defense"] == defense and servers[c["cell_key"]] == server
         ]
-        options = {
-            "server": server, "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed,
-            "resamples": resamples,
-        }
-        methods = in_order((row["method"] for row in group), ())
-        result.append(
-            TableGroup(
-                server=server,
-                defense=defense,
-                attacker=attacker,
-                labels=labels,
-                worst=build_table(worst_case_rows(group), method=WORST_CASE, **options),
-                methods=[build_table([r for r in group if r["method"] == m], method=m, **options) for m in methods],
-                not_applicable=not_applicable(group),
-                cell_keys={row["cell_key"] for row in group},
-            )
-        )
+        result.append(_group(group, plain.get(BASELINE_COMBO, []), failed, rows_by="combo", server=server,
+                             defense=defense, attacker=attacker, labels=labels, resamples=resamples))
+        if defense == BASELINE_COMBO and len(plain) > 1:
+            defended = [row for rows_of_defense in plain.values() for row in rows_of_defense]
+            failed = [
+                c for c in cells
+                if c["status"] == "failed" and c["combo"] == BASELINE_COMBO and servers[c["cell_key"]] == server
+            ]
+            result.append(_group(defended, plain[BASELINE_COMBO], failed, rows_by="defense", server=server,
+                                 defense=EVERY_DEFENSE, attacker=attacker, labels=labels, resamples=resamples))
     return result
+
+
+def _group(
+    group: Sequence[dict[str, Any]],
+    undefended: Sequence[dict[str, Any]],
+    failed: Sequence[dict[str, Any]],
+    *,
+    rows_by: RowsBy,
+    server: str,
+    defense: str,
+    attacker: str,
+    labels: str,
+    resamples: int,
+) -> TableGroup:
+    """The worst-case table and each method's table of ``group``."""
+    options: dict[str, Any] = {
+        "server": server, "defense": defense, "attacker": attacker, "labels": labels, "failed_cells": failed,
+        "resamples": resamples, "rows_by": rows_by,
+    }
+    methods = in_order((row["method"] for row in group), ())
+    return TableGroup(
+        server=server,
+        defense=defense,
+        attacker=attacker,
+        labels=labels,
+        worst=build_table(worst_case_rows(group), method=WORST_CASE, undefended=worst_case_rows(undefended), **options),
+        methods=[
+            build_table([r for r in group if r["method"] == m], method=m,
+                        undefended=[r for r in undefended if r["method"] == m], **options)
+            for m in methods
+        ],
+        not_applicable=not_applicable(group),
+        cell_keys={row["cell_key"] for row in group},
+    )
 
 
 def format_value(value: float, metric: str, *, signed: bool = False) -> str:
@@ -311,7 +370,7 @@ def to_markdown(group: TableGroup) -> str:
         for metric in METRIC_ORDER:
             if metric not in table.stats and not table.failed:
                 continue
-            header = ["FL", "WR", "WS", *(column_title(c) for c in table.columns)]
+            header = [*row_header(table.rows_by), *(column_title(c) for c in table.columns)]
             lines += [f"### {METRIC_NAMES[metric]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for combo in table.combos:
                 texts = []
@@ -319,7 +378,7 @@ def to_markdown(group: TableGroup) -> str:
                     value, comparison = cell_text(table, metric, combo, column)
                     mark = " **most private**" if table.most_private(metric, combo, column) else ""
                     texts.append(value + (f"<br>{comparison}" if comparison else "") + mark)
-                lines.append("| " + " | ".join([*flag_marks(combo), *texts]) + " |")
+                lines.append("| " + " | ".join([*row_marks(table.rows_by, combo), *texts]) + " |")
             lines.append("")
         lines += [f"- {note}" for note in table_notes(table)]
         lines.append("")
@@ -331,7 +390,7 @@ def to_markdown(group: TableGroup) -> str:
 def to_text(group: TableGroup, metric: str = "psnr") -> str:
     """The worst-case table of one metric, fixed width, for the terminal."""
     table = group.worst
-    header = ["combination", *(column_title(c) for c in table.columns)]
+    header = ["combination" if table.rows_by == "combo" else "defense", *(column_title(c) for c in table.columns)]
     body = []
     for combo in table.combos:
         texts = []
