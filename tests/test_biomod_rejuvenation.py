@@ -228,3 +228,15 @@ def test_the_accelerator_pass_redraws_with_one_minus_phi_from_the_init_range(dev
     assert int(count) == changed.sum()
     assert_frequencies_follow_one_minus_phi(changed, a, [0.0, 0.5, 1.0, 2.0, 2.66, 3.0, 4.0, 6.0])
     assert float(flat[torch.from_numpy(changed).to(device)].abs().max()) <= bound
+
+
+def test_the_cpu_pass_leaves_torchs_thread_count_alone() -> None:
+    """A client sets one torch thread; a WR pass between two of its steps must not change that (numba's
+    parallel layer once did, through the OpenMP runtime it shares with torch)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        redraw_cpu(torch.empty(40_000).uniform_(-0.1, 0.1), 0.01, 0.05, 3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

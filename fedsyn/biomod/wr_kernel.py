@@ -24,7 +24,6 @@ they suffice, else from all 53 bits against ``erfc`` in float64.
 from __future__ import annotations
 
 import math
-import threading
 
 import numba
 import numpy as np
@@ -78,7 +77,7 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower, counts):
     scale = (upper.size - 1) / TABLE_END
     inv32 = np.float32(inv_sigma)
     limit = np.float32(MARGIN)
-    for chunk in numba.prange(counts.size):
+    for chunk in range(counts.size):
         start = chunk * CHUNK
         stop = min(size, start + CHUNK)
         flags = np.empty(stop - start, dtype=np.bool_)
@@ -121,10 +120,10 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower, counts):
         counts[chunk] = count
 
 
-_PASS_SERIAL = numba.njit(cache=True, fastmath={"contract"})(_pass)
-_PASS_PARALLEL = numba.njit(parallel=True, cache=True, fastmath={"contract"})(_pass)
-"""The pass compiled twice: numba's parallel loop costs a single thread about a fifth more."""
-_PARALLEL_LOCK = threading.Lock()
+_PASS = numba.njit(cache=True, fastmath={"contract"})(_pass)
+"""The pass compiled for one thread. Not numba's parallel loop: its OpenMP layer shares the process's
+OpenMP runtime with torch and left torch's thread count changed (1 -> 2 in a federated client, so the
+client's next training step summed in another order)."""
 
 
 def pass_keys(seed: int) -> np.ndarray:
@@ -137,12 +136,5 @@ def redraw_cpu(flat: torch.Tensor, sigma: float, bound: float, seed: int) -> int
     if flat.numel() >= 2**32:
         raise ValueError(f"a weight of {flat.numel()} entries exceeds the WR kernel's 2**32 counter range")
     counts = np.zeros((flat.numel() + CHUNK - 1) // CHUNK, dtype=np.int64)
-    arguments = (flat.numpy(), 1.0 / sigma, bound, pass_keys(seed), UPPER, LOWER, counts)
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if threads == 1:
-        _PASS_SERIAL(*arguments)
-    else:
-        with _PARALLEL_LOCK:  # numba's default thread pool takes one parallel call at a time
-            numba.set_num_threads(threads)
-            _PASS_PARALLEL(*arguments)
+    _PASS(flat.numpy(), 1.0 / sigma, bound, pass_keys(seed), UPPER, LOWER, counts)
     return int(counts.sum())
