@@ -34,14 +34,10 @@ from torch import nn
 from .layers import BiomodLayer, converted_layers
 from .wr_kernel import redraw_cpu
 
+
 def redraw_probability(a: torch.Tensor) -> torch.Tensor:
     """``1 - Phi(a)`` for ``a = |w| / sigma_re >= 0`` (eq. 3), computed with erfc for the tail."""
-    return 0.5 * _twice_probability_(a.clone(), 1.0)
-
-
-def _twice_probability_(magnitude: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``2 * P_re = erfc(|w| / (sigma * sqrt(2)))``, computed in place in ``magnitude``."""
-    return magnitude.mul_(1.0 / (sigma * math.sqrt(2.0))).erfc_()
+    return 0.5 * torch.special.erfc(a * (1.0 / math.sqrt(2.0)))
 
 
 def init_bound(weight: torch.Tensor) -> float:

@@ -70,16 +70,18 @@ def _unit(bits: np.uint32) -> float:
     return np.float64(np.int64(bits))
 
 
-def _pass(flat, inv_sigma, bound, keys, upper, lower, counts):
-    """Re-draw ``flat`` in place; ``counts[c]``: the re-drawn count of chunk ``c``."""
+def _pass(flat, inv_sigma, bound, keys, upper, lower):
+    """Re-draw ``flat`` in place, chunk by chunk; returns the re-drawn count."""
     size = flat.size
     last = upper.size - 1
     scale = (upper.size - 1) / TABLE_END
     inv32 = np.float32(inv_sigma)
     limit = np.float32(MARGIN)
-    for chunk in range(counts.size):
+    count = 0
+    for chunk in range((size + CHUNK - 1) // CHUNK):
         start = chunk * CHUNK
         stop = min(size, start + CHUNK)
+        # fresh per chunk: buffers allocated once before the loop measured about 8% slower
         flags = np.empty(stop - start, dtype=np.bool_)
         tops = np.empty(stop - start, dtype=np.uint32)
         chosen = np.empty(stop - start, dtype=np.int64)
@@ -100,7 +102,6 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower, counts):
         for j in range(stop - start):  # branch-free compaction of the candidates
             chosen[found] = j
             found += flags[j]
-        count = 0
         for n in range(found):
             j = chosen[n]
             i = start + j
@@ -117,7 +118,7 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower, counts):
             v = (_unit(_hash(i, keys, 2)) * 2.0**21 + _unit(_hash(i, keys, 3) >> np.uint32(11))) * 2.0**-53
             flat[i] = (2.0 * v - 1.0) * bound
             count += 1
-        counts[chunk] = count
+    return count
 
 
 _PASS = numba.njit(cache=True, fastmath={"contract"})(_pass)
@@ -135,6 +136,4 @@ def redraw_cpu(flat: torch.Tensor, sigma: float, bound: float, seed: int) -> int
     """One WR pass over ``flat`` (a contiguous CPU float32 or float64 weight) in place; the re-drawn count."""
     if flat.numel() >= 2**32:
         raise ValueError(f"a weight of {flat.numel()} entries exceeds the WR kernel's 2**32 counter range")
-    counts = np.zeros((flat.numel() + CHUNK - 1) // CHUNK, dtype=np.int64)
-    _PASS(flat.numpy(), 1.0 / sigma, bound, pass_keys(seed), UPPER, LOWER, counts)
-    return int(counts.sum())
+    return int(_PASS(flat.numpy(), 1.0 / sigma, bound, pass_keys(seed), UPPER, LOWER))

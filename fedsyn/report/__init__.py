@@ -124,7 +124,7 @@ def build_report(results_dir: Path, *, metric: str = "psnr", resamples: int = 10
     with open_store(results_dir, readonly=True) as store:
         cells = store.cells()
         seeds = {cell["cell_key"]: json.loads(cell["cell_json"]).get("seed") for cell in cells}
-        rows = rows_with_server([with_extra(row, seeds) for row in store.results()], store.cells())
+        rows = rows_with_server([with_extra(row, seeds) for row in store.results()], cells)
         name = store.meta("experiment") or results_dir.name
         current = store.current_keys()
     stale = 0

@@ -2,8 +2,9 @@
 model gets out of the clients' updates, next to the best any passive method did on the same batches.
 
 The report keeps the servers apart in every table (``report.servers``); this section lines them up per
-(model, combination, defense): for each server and attacker, the images recovered above ``attacks.metrics.RECOVERED_DB`` over all targets, the fewest recovered from one target
-(a client, or the aggregate under SecAgg+) and the mean PSNR of the recovered images; for the passive
+(model, combination, defense): for each server and attacker, the images recovered above
+``attacks.metrics.RECOVERED_DB`` over all targets, the fewest recovered from one target (a client, or
+the aggregate under SecAgg+) and the mean PSNR of the recovered images; for the passive
 server, the worst case over its methods and attackers per target. Cells of one seed see the same
 partitions and batches whatever their server, so the columns compare the same images. The utility cost
 the modification carries (test accuracy before the round, after it modified, after it unmodified) is
@@ -21,6 +22,7 @@ from typing import Any
 from attacks.metrics import RECOVERED_DB
 from fedsyn.experiment.names import COMBOS
 
+from .baseline import mean_or_inf
 from .servers import PASSIVE
 from .tables import Column, column_of, column_rank, column_title, flag_marks, in_order
 
@@ -35,15 +37,19 @@ class Recovery:
     recovered_psnr: list[float] = field(default_factory=list)
     all_psnr: list[float] = field(default_factory=list)
 
-    def add(self, images: int, recovered: int, recovered_psnr: float | None, psnr: float | None) -> None:
+    def add(self, row: dict[str, Any]) -> None:
+        """Count one target's scored row."""
+        psnrs = row.get("image_psnr")
+        images = len(psnrs) if psnrs else 0
+        recovered = int(row.get("recovered_30db") or 0)
         self.images += images
         self.recovered += recovered
         if self.fewest is None or recovered < self.fewest[0]:
             self.fewest = (recovered, images)
-        if recovered and recovered_psnr is not None:
-            self.recovered_psnr += [recovered_psnr] * recovered
-        if psnr is not None:
-            self.all_psnr.append(psnr)
+        if recovered and row.get("recovered_psnr") is not None:
+            self.recovered_psnr += [row["recovered_psnr"]] * recovered
+        if row.get("psnr") is not None:
+            self.all_psnr.append(row["psnr"])
 
     def text(self) -> str:
         if not self.images:
@@ -52,17 +58,10 @@ class Recovery:
         if self.fewest is not None:
             parts.append(f"fewest {self.fewest[0]}/{self.fewest[1]}")
         if self.recovered_psnr:
-            parts.append(f"recovered {_mean(self.recovered_psnr):.1f} dB")
+            parts.append(f"recovered {mean_or_inf(self.recovered_psnr):.1f} dB")
         if self.all_psnr:
-            parts.append(f"all {_mean(self.all_psnr):.1f} dB")
+            parts.append(f"all {mean_or_inf(self.all_psnr):.1f} dB")
         return "; ".join(parts)
-
-
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isinf(v)]
-    if len(finite) < len(values):
-        return math.inf
-    return sum(finite) / len(finite)
 
 
 Place = tuple[Column, str, str]  # (column, combination, defense)
@@ -81,11 +80,6 @@ class ActiveTable:
 PASSIVE_SOURCE = "passive worst case"
 
 
-def _images(row: dict[str, Any]) -> int:
-    psnrs = row.get("image_psnr")
-    return len(psnrs) if psnrs else 0
-
-
 def active_table(rows: Sequence[dict[str, Any]]) -> ActiveTable | None:
     """The comparison of ``rows`` (store rows with ``server`` and cell fields), or None without an
     active server among them."""
@@ -93,15 +87,18 @@ def active_table(rows: Sequence[dict[str, Any]]) -> ActiveTable | None:
     active = [row for row in scored if row["server"] != PASSIVE]
     if not active:
         return None
+    active_rows: dict[Place, list[dict[str, Any]]] = defaultdict(list)
+    for row in active:
+        active_rows[_place(row)].append(row)
     places = sorted(
-        {(column_of(row), row["combo"], row["defense"]) for row in active},
+        active_rows,
         key=lambda p: (column_rank(p[0]), COMBOS.index(p[1]) if p[1] in COMBOS else len(COMBOS), p[1], p[2] != "none", p[2]),
     )
     recovery: dict[tuple[Place, str], Recovery] = defaultdict(Recovery)
     best: dict[tuple[Place, Any, Any, Any], dict[str, Any]] = {}
     for row in scored:
-        place = (column_of(row), row["combo"], row["defense"])
-        if place not in places:
+        place = _place(row)
+        if place not in active_rows:
             continue
         if row["server"] == PASSIVE:
             target = (place, row.get("seed"), row["round"], row["partition_id"])
@@ -109,15 +106,16 @@ def active_table(rows: Sequence[dict[str, Any]]) -> ActiveTable | None:
             if held is None or _leak_order(row) > _leak_order(held):
                 best[target] = row
             continue
-        source = f"{row['server']}, {row['attacker']} attacker"
-        recovery[(place, source)].add(_images(row), int(row.get("recovered_30db") or 0), row.get("recovered_psnr"), row.get("psnr"))
+        recovery[(place, f"{row['server']}, {row['attacker']} attacker")].add(row)
     for (place, *_), row in best.items():
-        recovery[(place, PASSIVE_SOURCE)].add(
-            _images(row), int(row.get("recovered_30db") or 0), row.get("recovered_psnr"), row.get("psnr")
-        )
+        recovery[(place, PASSIVE_SOURCE)].add(row)
     sources = in_order((source for (_, source) in recovery if source != PASSIVE_SOURCE), ())
-    utility = {place: _utility_text([r for r in active if (column_of(r), r["combo"], r["defense"]) == place]) for place in places}
+    utility = {place: _utility_text(active_rows[place]) for place in places}
     return ActiveTable([PASSIVE_SOURCE, *sources], places, dict(recovery), utility)
+
+
+def _place(row: dict[str, Any]) -> Place:
+    return (column_of(row), row["combo"], row["defense"])
 
 
 def _leak_order(row: dict[str, Any]) -> tuple[float, float]:

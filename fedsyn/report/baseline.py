@@ -39,7 +39,8 @@ class BaselineCheck:
         )
 
 
-def _mean(values: list[float]) -> float:
+def mean_or_inf(values: Sequence[float]) -> float:
+    """The mean of ``values``; infinite when any is (an exact reconstruction has infinite PSNR)."""
     return math.inf if any(math.isinf(v) for v in values) else math.fsum(values) / len(values)
 
 
@@ -57,5 +58,5 @@ def check_baseline(baseline_rows: Sequence[dict[str, Any]], *, has_baseline: boo
         return BaselineCheck(
             None, None, None, "rows without a reference score ref_psnr (results stored before schema version 3)"
         )
-    psnr, reference = _mean([p for p, _ in pairs]), _mean(references)
+    psnr, reference = mean_or_inf([p for p, _ in pairs]), mean_or_inf(references)
     return BaselineCheck(psnr, reference, psnr > reference + LEAK_MARGIN_DB, "")

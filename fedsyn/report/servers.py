@@ -32,7 +32,12 @@ def server_of(config: dict[str, Any]) -> str:
     return f"{active['type']} block ({', '.join(details)})"
 
 
+def cell_servers(cells: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The ``server`` of each of the store's cell records, by cell key."""
+    return {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
+
+
 def rows_with_server(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with the ``server`` of their cell (``passive`` for a cell the store does not list)."""
-    servers = {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
+    servers = cell_servers(cells)
     return [{**row, "server": servers.get(row["cell_key"], PASSIVE)} for row in rows]

@@ -2,7 +2,7 @@
 ``report.statistics`` and the baseline check of ``report.baseline``.
 
 One ``TableGroup`` per (server, defense set, attacker, label knowledge), the server being ``passive`` or an
-active server's modification (``report.active.server_of``). Its headline table is the worst case
+active server's modification (``report.servers.server_of``). Its headline table is the worst case
 over the attack suite (``report.worst``); beside it one table per attack method. In every table the rows
 are the FL/WR/WS combinations in the paper's order and the columns are (model, trained epochs); a cell
 holds, per metric, the mean over its reconstructions with a 95% bootstrap interval and, for a defended
@@ -12,7 +12,6 @@ Wilcoxon p-value (docs/statistics.md). Reconstructions are paired on (seed, roun
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,8 +20,8 @@ from typing import Any, Literal
 
 from fedsyn.experiment.names import BIOMOD_METHODS, COMBOS, MODELS, REPORT_METRICS, combo_flags
 
-from .servers import PASSIVE, server_of
 from .baseline import BaselineCheck, check_baseline
+from .servers import PASSIVE, cell_servers
 from .statistics import CellStatistics, TableStatistics, group_values, table_statistics
 from .worst import WORST_CASE, not_applicable, worst_case_rows
 
@@ -245,7 +244,7 @@ def report_tables(
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["server"], row["defense"], row["attacker"], row["labels"] or "")].append(row)
-    servers = {cell["cell_key"]: server_of(json.loads(cell["cell_json"])) for cell in cells}
+    servers = cell_servers(cells)
     plain_by_defense: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for (server, defense, attacker, labels), group in groups.items():
         plain_by_defense[(server, attacker, labels)][defense] += [r for r in group if r["combo"] == BASELINE_COMBO]

@@ -4,7 +4,6 @@ accuracy of the federated model."""
 from __future__ import annotations
 
 import csv
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 from fedsyn.experiment.names import COMBOS
 from fedsyn.results.fields import REFERENCE_OF
 
+from .baseline import mean_or_inf
 from .tables import METRIC_ORDER
 
 
@@ -37,9 +37,7 @@ class UtilityPoint:
 
 def _mean(values: list[Any]) -> float | None:
     present = [float(v) for v in values if v is not None]
-    if not present:
-        return None
-    return math.inf if any(math.isinf(v) for v in present) else math.fsum(present) / len(present)
+    return mean_or_inf(present) if present else None
 
 
 def privacy_utility(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[UtilityPoint]:
