@@ -20,6 +20,13 @@ matching loss, so the ``tv`` column then shows the weights chosen. ``--device cu
 the GPU (breaching stays on the CPU). The ``conv`` column is the fraction of batches whose attack
 converged (``Reconstruction.stats["converged"]``), ``its`` the mean iterations run.
 
+The FLOP limit: ``GFLOP`` is the arithmetic of one eager evaluation of the objective (forward pass,
+parameter gradient with ``create_graph``, backward pass to the images), counted by
+``torch.utils.flop_counter.FlopCounterMode`` (two FLOPs per multiply-add, convolutions and matrix
+products); ``limit`` is that count over the fp32 matrix-product rate measured right before the setting
+(best of five 1024 x 1024 products at the same thread count, printed per row as ``GF/s``), the time the
+iteration would take if it ran at that rate; ``x lim`` is our ms per iteration over the limit.
+
 Images, from ``<cifar>/test/<class>/*.jpg``: the sequence image 0 of class 0, 1, ..., 9, then image 1 of
 each class, and so on; batch k of size B is its entries kB .. kB + B - 1 (so B=1 batches are one
 airplane, one automobile, one bird, ...). Normalised with CIFAR-10's usual training statistics.
@@ -36,6 +43,7 @@ import argparse
 import contextlib
 import io
 import logging
+import math
 import os
 import statistics
 import time
@@ -45,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from PIL import Image
 
 import attacks
@@ -92,6 +101,32 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
     loss = F.cross_entropy(model(normalise(images)), labels)
     return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
+
+
+def evaluation_flops(model: torch.nn.Module, batch: int) -> int:
+    """FLOPs of one eager evaluation of the gradient-matching objective on ``batch`` images (see docstring)."""
+    params = list(model.parameters())
+    leaf = torch.randn(batch, 3, 32, 32, requires_grad=True)
+    weights = [torch.randn_like(p) for p in params]
+    with FlopCounterMode(display=False) as counter:
+        images = leaf * 1  # the counter's hooks refuse a leaf as the input of autograd.grad
+        loss = F.cross_entropy(model(images), torch.arange(batch) % 10)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        torch.autograd.grad(sum((g * w).sum() for g, w in zip(grads, weights)), leaf)
+    return counter.get_total_flops()
+
+
+def matmul_rate() -> float:
+    """FLOP/s of fp32 1024 x 1024 matrix products at the current thread count, best of five."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * 1024**3 / best
 
 
 def breaching_attack(model, target, labels, iterations: int, tv: float, device: str) -> tuple[torch.Tensor, float]:
@@ -158,11 +193,16 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
 
 def run_setting(setting: str, args: argparse.Namespace, root: Path) -> dict[str, object]:
     name, model, batch = build(setting)
+    flops = evaluation_flops(model, batch)
+    rate = matmul_rate()
     runs = [run_batch(name, model, batch, args.first + k, args, root) for k in range(args.images)]
     row: dict[str, object] = {"setting": f"{setting.split(':')[0]} B={batch}",
                               "tv": "/".join(f"{r['tv']:.0e}" for r in runs), "lpips_missing": runs[0]["lpips_missing"]}
     for key in ("psnr", "ssim", "lpips", "label_acc", "ms_it", "compile_s", "converged", "iterations_run"):
         row[key] = statistics.mean(float(r[key]) for r in runs)
+    row["gflop"], row["rate"] = flops / 1e9, rate / 1e9
+    row["limit_ms"] = 1000 * flops / rate
+    row["x_limit"] = row["ms_it"] / row["limit_ms"]
     row["psnr_each"] = [float(r["psnr"]) for r in runs]
     if args.reference:
         row["ref_tv"] = runs[0]["ref_tv"]
@@ -200,7 +240,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.cifar)
     header = (f"{'setting':<14} {'tv':>15} {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} {'labels':>6} {'ms/it':>7} "
-              f"{'compile s':>9} {'conv':>5} {'its':>6}")
+              f"{'compile s':>9} {'conv':>5} {'its':>6} {'GFLOP':>6} {'GF/s':>5} {'limit':>6} {'x lim':>5}")
     if args.reference:
         header += f" {'br tv':>7} {'br PSNR':>8} {'br ms/it':>9} {'ratio':>6}"
     print(f"attack quality: {args.iterations} iterations, {args.images} batch(es) per setting, labels {args.labels}, "
@@ -211,7 +251,8 @@ def main() -> None:
         row = run_setting(setting, args, root)
         line = (f"{row['setting']:<14} {row['tv']:>15} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['lpips']:>6.3f} "
                 f"{row['label_acc']:>6.2f} {row['ms_it']:>7.1f} {row['compile_s']:>9.1f} {row['converged']:>5.2f} "
-                f"{row['iterations_run']:>6.0f}")
+                f"{row['iterations_run']:>6.0f} {row['gflop']:>6.2f} {row['rate']:>5.0f} {row['limit_ms']:>6.1f} "
+                f"{row['x_limit']:>5.1f}")
         if args.reference:
             line += f" {row['ref_tv']:>7.0e} {row['ref_psnr']:>8.2f} {row['ref_ms_it']:>9.1f} {row['ratio']:>6.2f}"
         print(line, flush=True)
