@@ -5,7 +5,7 @@
     scores = attacks.metrics.score(rec.images, true_images)
 """
 
-from attacks import metrics
+from attacks import flops, metrics
 from attacks.config import DEFAULT_TV, AttackConfig, LocalUpdate, default_tv
 from attacks.inversion import Reconstruction, reconstruct
 from attacks.labels import recover_labels
@@ -22,6 +22,7 @@ __all__ = [
     "LocalUpdate",
     "Reconstruction",
     "default_tv",
+    "flops",
     "metrics",
     "reconstruct",
     "recover_labels",

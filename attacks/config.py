@@ -121,11 +121,12 @@ class AttackConfig(BaseModel):
         description="channels-last memory layout; None: on the CPU, on when compiling, otherwise for one image "
         "per restart when the architecture is in CHANNELS_LAST",
     )
-    compile: bool = Field(
-        False,
+    compile: bool | Literal["auto"] = Field(
+        "auto",
         description="run the objective through torch.compile (inductor; on the CPU it needs a C++ compiler): "
-        "1.3-1.7x faster per iteration on 2 CPU cores, after a one-off compilation of up to one and a half "
-        "minutes per model and image shape that is cached on disk (see attacks.inversion)",
+        "faster per iteration after a one-off compilation (cached on disk per model and image shape); "
+        "'auto': compile on the CPU when the attack's projected arithmetic reaches attacks.flops."
+        "AUTO_COMPILE_TFLOP, where the saving outweighs a cold compilation (see attacks.flops)",
     )
     plateau_window: int | None = Field(
         200,

@@ -31,7 +31,8 @@ computes every restart's parameter gradient (or unrolled update) under ``vmap``,
 restarts costs one wider pass instead of R passes (``restart_mode="sequential"`` runs them one after
 the other instead, like breaching does).
 
-Compilation. With ``AttackConfig(compile=True)`` every target takes the ``torch.func`` route, the image
+Compilation. With ``AttackConfig(compile=True)``, or with the default ``"auto"`` when the attack is large
+enough (:mod:`attacks.flops`: projected arithmetic against a threshold, never timings), every target takes the ``torch.func`` route, the image
 gradient included, and ``torch.compile`` turns one evaluation (forward, parameter gradient, matching,
 TV, image gradient) into one inductor graph: the element-wise work of the double backward pass (BatchNorm,
 ReLU masks, the cosine) is fused into a few loops around the convolution calls. The first call compiles
@@ -44,7 +45,7 @@ while the ConvNet, whose large convolutions use oneDNN anyway, got 8-16% slower 
 ``AttackConfig.channels_last=None`` therefore turns it on for one image per restart on the CPU for the
 architectures in ``attacks.config.CHANNELS_LAST``. Compiled, channels-last was faster for every model
 and batch size measured (ConvNet-32 B=1 -18%, ConvNet-64 B=1 -13%, ResNet20 B=4 -17%, ResNet20 B=1
--21%), so with ``compile=True`` it is on for every CPU attack.
+-21%), so a compiled CPU attack always runs channels-last.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from torch.func import grad, vmap
 
 from .bnstats import BatchStats, FeatureRecorder, batchnorm_layers, feature_distance
 from .config import CHANNELS_LAST, AttackConfig, LocalUpdate
+from .flops import auto_compile, evaluation_flops, projected_tflop
 from .labels import recover_labels
 from .objectives import Matcher, flatten, total_variation
 from .progress import Progress
@@ -169,11 +171,7 @@ class _Attack:
         self.device = device
         self.update = update
         self.num_images = num_images
-        self.channels_last = config.channels_last
-        if self.channels_last is None:
-            eager_gain = num_images == 1 and config.architecture in CHANNELS_LAST
-            self.channels_last = device.type == "cpu" and (config.compile or eager_gain)
-        self.net = replica(model, config, device, channels_last=self.channels_last)
+        self.net = replica(model, config, device)
         self.names = parameter_names(self.net)
         checked = [t.to(device) for t in check_target(model, target)]
         factors = None
@@ -209,6 +207,24 @@ class _Attack:
         box = (1, 1, channels, 1, 1)
         self.low = ((0 - self.mean) / self.std).view(box)
         self.high = ((1 - self.mean) / self.std).view(box)
+        self.compile, self.compile_rule = self._compile_choice()
+        self.channels_last = config.channels_last
+        if self.channels_last is None:
+            eager_gain = num_images == 1 and config.architecture in CHANNELS_LAST
+            self.channels_last = device.type == "cpu" and (self.compile or eager_gain)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def _compile_choice(self) -> tuple[bool, str]:
+        """Whether the objective is compiled, and why (``stats["compile_rule"]``; see :mod:`attacks.flops`)."""
+        cfg = self.config
+        if cfg.compile != "auto":
+            return cfg.compile, f"compile={cfg.compile}"
+        if self.device.type != "cpu":
+            return auto_compile(self.device, None)
+        steps = self.update.steps if self.unrolls else 1
+        flops = evaluation_flops(self.net, self.image_shape, self.num_images)
+        return auto_compile(self.device, projected_tflop(flops, cfg.iterations, cfg.restarts, steps))
 
     def _num_classes(self) -> int:
         try:
@@ -325,10 +341,10 @@ class _Attack:
         return evaluate
 
     def _objective(self, restarts: int) -> Evaluate:
-        if restarts == 1 and not self.unrolls and not self.config.compile:
+        if restarts == 1 and not self.unrolls and not self.compile:
             return self._autograd_objective()
         evaluate = self._functional_objective(restarts)
-        if self.config.compile:
+        if self.compile:
             evaluate = torch.compile(evaluate, dynamic=False)
         # The images enter detached: torch.func differentiates on its own, and one compiled graph serves
         # every call because dynamo guards on requires_grad.
@@ -341,7 +357,7 @@ class _Attack:
         (20 to 90 seconds on two CPU cores) and caches the result on disk, so a later run with the same
         model and shapes starts within seconds.
         """
-        if not self.config.compile:
+        if not self.compile:
             return 0.0
         began = time.perf_counter()
         try:
@@ -482,7 +498,8 @@ class _Attack:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "channels_last": self.channels_last,
-            "compiled": cfg.compile,
+            "compiled": self.compile,
+            "compile_rule": self.compile_rule,
             "compile_seconds": compile_seconds,
             "seed": cfg.seed,
         }

@@ -22,8 +22,7 @@ converged (``Reconstruction.stats["converged"]``), ``its`` the mean iterations r
 
 The FLOP limit: ``GFLOP`` is the arithmetic of one eager evaluation of the objective (forward pass,
 parameter gradient with ``create_graph``, backward pass to the images), counted by
-``torch.utils.flop_counter.FlopCounterMode`` (two FLOPs per multiply-add, convolutions and matrix
-products); ``limit`` is that count over the fp32 matrix-product rate measured right before the setting
+``attacks.flops.evaluation_flops`` (two FLOPs per multiply-add, convolutions and matrix products); ``limit`` is that count over the fp32 matrix-product rate measured right before the setting
 (best of five 1024 x 1024 products at the same thread count, printed per row as ``GF/s``), the time the
 iteration would take if it ran at that rate; ``x lim`` is our ms per iteration over the limit.
 
@@ -53,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from PIL import Image
 
 import attacks
@@ -101,19 +99,6 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
     loss = F.cross_entropy(model(normalise(images)), labels)
     return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
-
-
-def evaluation_flops(model: torch.nn.Module, batch: int) -> int:
-    """FLOPs of one eager evaluation of the gradient-matching objective on ``batch`` images (see docstring)."""
-    params = list(model.parameters())
-    leaf = torch.randn(batch, 3, 32, 32, requires_grad=True)
-    weights = [torch.randn_like(p) for p in params]
-    with FlopCounterMode(display=False) as counter:
-        images = leaf * 1  # the counter's hooks refuse a leaf as the input of autograd.grad
-        loss = F.cross_entropy(model(images), torch.arange(batch) % 10)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        torch.autograd.grad(sum((g * w).sum() for g, w in zip(grads, weights)), leaf)
-    return counter.get_total_flops()
 
 
 def matmul_rate() -> float:
@@ -170,7 +155,8 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
     restarts = args.restarts if args.restarts is not None else (len(tv) if isinstance(tv, tuple) else 1)
     config = attacks.AttackConfig(iterations=args.iterations, tv=tv, restarts=restarts, bn_mode="eval",
                                   architecture=name, threads=args.threads, progress=args.progress,
-                                  compile=args.compile == "on", device=args.device)
+                                  compile={"on": True, "off": False}.get(args.compile, "auto"),
+                                  device=args.device)
     given = labels if args.labels == "known" else None
     lpips = args.lpips if args.lpips != "off" else False
     rec = attacks.reconstruct(model, target, num_images=batch, labels=given, mean=MEAN, std=STD, config=config)
@@ -193,7 +179,7 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
 
 def run_setting(setting: str, args: argparse.Namespace, root: Path) -> dict[str, object]:
     name, model, batch = build(setting)
-    flops = evaluation_flops(model, batch)
+    flops = attacks.flops.evaluation_flops(model, (3, 32, 32), batch)
     rate = matmul_rate()
     runs = [run_batch(name, model, batch, args.first + k, args, root) for k in range(args.images)]
     row: dict[str, object] = {"setting": f"{setting.split(':')[0]} B={batch}",
@@ -232,7 +218,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0, help="index of the first batch")
     parser.add_argument("--lpips", default="auto", help="'auto', a path to alexnet-owt-7be5be79.pth, or 'off'")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--compile", choices=("on", "off"), default="on", help="AttackConfig.compile for our attack")
+    parser.add_argument("--compile", choices=("on", "off", "auto"), default="on",
+                        help="AttackConfig.compile for our attack (auto: the product's default rule)")
     parser.add_argument("--reference", action="store_true", help="also run breaching's attack (see docstring)")
     parser.add_argument("--reference-tv", type=float, default=None,
                         help="the reference's TV weight; default: breaching's better setting per model (REFERENCE_TV)")

@@ -349,9 +349,10 @@ def test_channels_last_follows_the_measured_architecture_table(name, images, ove
     assert rec.stats["channels_last"] is expected
 
 
-def test_compiled_objective_matches_the_eager_one(real_batch):
+def test_compiled_objective_matches_the_eager_one(real_batch, monkeypatch):
     """compile=True traces the functional objective into one inductor graph; it must compute the same
-    objective (vmap over restarts and an unrolled two-step update, the widest path, in one test)."""
+    objective (vmap over restarts and an unrolled two-step update, the widest path, in one test). The
+    default compile="auto" leaves an attack this small eager and compiles it once the threshold is low."""
     images, labels, mean, std = real_batch
     model = _lenet()
     update = attacks.LocalUpdate(steps=2, lr=0.1, batch_size=1)
@@ -360,14 +361,27 @@ def test_compiled_objective_matches_the_eager_one(real_batch):
                              _normalise(images[:2], mean, std), labels[:2], update, {})
     target = [target[n].detach() for n, _ in model.named_parameters()]
     stats = {}
-    for compiled in (False, True):
-        cfg = attacks.AttackConfig(iterations=3, restarts=2, tv=1e-4, compile=compiled)
+    for compiled, threshold in ((False, attacks.flops.AUTO_COMPILE_TFLOP), (True, 0.0)):
+        monkeypatch.setattr(attacks.flops, "AUTO_COMPILE_TFLOP", threshold)
+        cfg = attacks.AttackConfig(iterations=3, restarts=2, tv=1e-4)
         rec = attacks.reconstruct(model, target, num_images=2, labels=labels[:2], mean=mean, std=std,
                                   update=update, config=cfg)
         stats[compiled] = rec.stats
     assert stats[True]["compiled"] is True and stats[True]["compile_seconds"] > 0
+    assert stats[True]["compile_rule"].startswith("auto:") and ">= 0" in stats[True]["compile_rule"]
     assert stats[True]["channels_last"] is True  # compiled CPU attacks run channels-last
     assert stats[False]["compiled"] is False and stats[False]["compile_seconds"] == 0
+    assert "projected TFLOP <" in stats[False]["compile_rule"]
     # 1 - cos near 0 in float32: the two graphs sum in different orders, so compare to a few float32 ulps of 1.
     np.testing.assert_allclose(stats[True]["restart_losses"], stats[False]["restart_losses"], rtol=0, atol=2e-6)
     np.testing.assert_allclose(stats[True]["loss_curve"], stats[False]["loss_curve"], rtol=1e-4, atol=2e-6)
+
+
+def test_evaluation_flops_grow_with_the_batch_and_exceed_the_forward_pass():
+    """The FLOP count behind compile="auto": linear in the number of images for an MLP, and the double
+    backward pass costs several forward passes."""
+    net = replica(build_model("mlp", 10, seed=0, width=64), attacks.AttackConfig(), torch.device("cpu"))
+    one, four = (attacks.flops.evaluation_flops(net, (3, 32, 32), batch) for batch in (1, 4))
+    forward = 2 * (3072 * 64 + 64 * 64 + 64 * 10)
+    assert four == 4 * one
+    assert one >= 3 * forward

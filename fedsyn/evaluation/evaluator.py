@@ -205,6 +205,8 @@ def attack_with(
         attack_seconds=seconds,
         iterations=_iterations_run(rec.stats),
         converged=rec.stats.get("converged"),
+        compiled=rec.stats.get("compiled"),
+        compile_seconds=rec.stats.get("compile_seconds"),
         image_path=image,
         **bn_fields,
     )

@@ -37,8 +37,10 @@ class ResultRow:
 
     ``aggregate_of`` is set only for a SecAgg+ round's aggregate (``partition_id`` -1): the partitions
     it is the mean of. ``image_psnr`` holds the PSNR of every true image's paired reconstruction, in the
-    order of the true images (the columns of the row's PNG), for the report's image grids. Neither is a
-    column: the store keeps them, like any field beyond the contract, in ``extra_json``.
+    order of the true images (the columns of the row's PNG), for the report's image grids. ``compiled``
+    and ``compile_seconds`` say whether an optimising method ran its objective through ``torch.compile``
+    and what the one-off compilation took (``attack_seconds`` includes it). None of
+    these is a column: the store keeps them, like any field beyond the contract, in ``extra_json``.
     """
 
     cell_key: str
@@ -78,18 +80,20 @@ class ResultRow:
     image_path: str | None = _column("TEXT", None)
     aggregate_of: tuple[int, ...] | None = None
     image_psnr: tuple[float, ...] | None = None
+    compiled: bool | None = None
+    compile_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as a JSON-ready mapping (``aggregate_of`` and ``image_psnr`` only when set, as lists)."""
+        """The row as a JSON-ready mapping (the ``EXTRA_FIELDS`` only when set, tuples as lists)."""
         row = asdict(self)
         for name in EXTRA_FIELDS:
             value = row.pop(name)
             if value is not None:
-                row[name] = list(value)
+                row[name] = list(value) if isinstance(value, tuple) else value
         return row
 
 
-EXTRA_FIELDS: tuple[str, ...] = ("aggregate_of", "image_psnr")
+EXTRA_FIELDS: tuple[str, ...] = ("aggregate_of", "image_psnr", "compiled", "compile_seconds")
 """Optional fields that are not columns (the store keeps them in ``extra_json``)."""
 
 RESULT_COLUMNS: dict[str, str] = {f.name: f.metadata["sql"] for f in fields(ResultRow) if "sql" in f.metadata}
