@@ -282,7 +282,7 @@ class _Attack:
                 logits = net(images)
             loss = F.cross_entropy(logits, labels)
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            match = matcher(flatten(grads))
+            match = matcher.parts(grads)
             total = match + tv[0] * total_variation(images)
             if recorder:
                 total = total + self._prior(recorded)
