@@ -118,7 +118,8 @@ def test_the_prior_enters_the_objective_of_an_unrolled_update():
         optimiser.zero_grad()
         with recorder.recording() as recorded:
             loss = F.cross_entropy(local(x), y)
-        stats = [(m.detach(), v.detach()) for m, v in recorded] if step == 0 else stats
+        if step == 0:
+            stats = [(m.detach(), v.detach()) for m, v in recorded]
         loss.backward()
         optimiser.step()
     target = [(a - b).detach() for a, b in zip(local.parameters(), model.parameters())]
