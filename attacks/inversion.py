@@ -31,12 +31,13 @@ computes every restart's parameter gradient (or unrolled update) under ``vmap``,
 restarts costs one wider pass instead of R passes (``restart_mode="sequential"`` runs them one after
 the other instead, like breaching does).
 
-Compilation. With ``AttackConfig(compile=True)``, or with the default ``"auto"`` when the attack is large
-enough (:mod:`attacks.flops`: projected arithmetic against a threshold, never timings), every target takes the ``torch.func`` route, the image
-gradient included, and ``torch.compile`` turns one evaluation (forward, parameter gradient, matching,
-TV, image gradient) into one inductor graph: the element-wise work of the double backward pass (BatchNorm,
-ReLU masks, the cosine) is fused into a few loops around the convolution calls. The first call compiles
-(timed apart, ``stats["compile_seconds"]``); every later call runs the compiled graph.
+Compilation. With ``AttackConfig(compile=True)``, or with the default ``"auto"`` when the attack is
+large enough (:mod:`attacks.flops`: projected arithmetic against a threshold, never timings), every
+target takes the ``torch.func`` route, the image gradient included, and ``torch.compile`` turns one
+evaluation (forward, parameter gradient, matching, TV, image gradient) into one inductor graph: the
+element-wise work of the double backward pass (BatchNorm, ReLU masks, the cosine) is fused into a few
+loops around the convolution calls. The first call compiles (timed apart, ``stats["compile_seconds"]``);
+every later call runs the compiled graph.
 
 Memory layout. For a single image on the CPU, PyTorch's convolution heuristics send small NCHW
 convolutions to a slow single-threaded path; in channels-last layout they go to oneDNN. On an

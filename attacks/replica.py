@@ -14,7 +14,7 @@ from .config import AttackConfig
 Params = dict[str, torch.Tensor]
 
 
-def replica(model: nn.Module, config: AttackConfig, device: torch.device, *, channels_last: bool = False) -> nn.Module:
+def replica(model: nn.Module, config: AttackConfig, device: torch.device) -> nn.Module:
     """A float32 copy of ``model`` on ``device`` that computes the client's loss as the threat model says.
 
     Everything is put in eval mode (no dropout noise). With ``bn_mode="train"`` the BatchNorm layers use
@@ -22,8 +22,6 @@ def replica(model: nn.Module, config: AttackConfig, device: torch.device, *, cha
     statistics (they would not change the gradient, and the attack must not mutate them).
     """
     copied = copy.deepcopy(model).to(device=device, dtype=torch.float32).eval()
-    if channels_last:
-        copied = copied.to(memory_format=torch.channels_last)
     if config.bn_mode == "train":
         for module in copied.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
