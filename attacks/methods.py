@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .analytic import analytic
+from .config import AttackConfig
+from .dlg import dlg_config
 from .imprint import recover as imprint_recover
 from .inputs import AttackInputs, NotApplicable
 from .inversion import Reconstruction, reconstruct
@@ -20,6 +22,16 @@ Method = Callable[[AttackInputs], Reconstruction]
 
 def _inverting_gradients(inputs: AttackInputs) -> Reconstruction:
     """Geiping et al. (2020): optimise images whose gradient (or unrolled update) matches the target."""
+    return _optimised(inputs, inputs.config)
+
+
+def _dlg(inputs: AttackInputs) -> Reconstruction:
+    """Zhu et al. (2019): the same optimisation with DLG's Euclidean objective (:mod:`attacks.dlg`)."""
+    return _optimised(inputs, dlg_config(inputs.config))
+
+
+def _optimised(inputs: AttackInputs, config: AttackConfig) -> Reconstruction:
+    """:func:`attacks.inversion.reconstruct` on ``inputs`` with ``config``."""
     return reconstruct(
         inputs.model,
         inputs.target,
@@ -27,7 +39,7 @@ def _inverting_gradients(inputs: AttackInputs) -> Reconstruction:
         labels=inputs.labels,
         mean=inputs.mean,
         std=inputs.std,
-        config=inputs.config,
+        config=config,
         update=inputs.update,
         fl_factors=inputs.fl_factors,
         image_shape=inputs.image_shape,
@@ -56,6 +68,7 @@ def _imprint(inputs: AttackInputs) -> Reconstruction:
 
 METHODS: dict[str, Method] = {
     "inverting-gradients": _inverting_gradients,
+    "dlg": _dlg,
     "analytic": analytic,
     "imprint": _imprint,
 }
