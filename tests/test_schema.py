@@ -133,7 +133,7 @@ def test_duplicate_grid_points_are_rejected():
 
 @pytest.mark.parametrize(
     ("name", "cells"),
-    [("quickstart.yaml", 8), ("table3.yaml", 66), ("table3-cpu.yaml", 36), ("defenses.yaml", 30), ("defenses-cpu.yaml", 15)],
+    [("quickstart.yaml", 8), ("table3.yaml", 66), ("table3-cpu.yaml", 36), ("defenses.yaml", 30), ("defenses-cpu.yaml", 30)],
 )
 def test_shipped_configs_validate(name, cells, monkeypatch, tmp_path):
     monkeypatch.setenv("FEDSYN_CIFAR10_DIR", str(tmp_path))
