@@ -98,8 +98,8 @@ def test_a_block_replaces_attack_settings_and_nested_ones_merge() -> None:
 
 
 def test_bad_block_attack_settings_are_named() -> None:
-    with pytest.raises(ConfigError, match=r"grid\.1\.attack: methods: .*unknown attack method .dlg.; allowed: inverting-gradients"):
-        parse_config({**ACTIVE, "grid": [{}, {"attack": {"methods": ["dlg"]}}]})
+    with pytest.raises(ConfigError, match=r"grid\.1\.attack: methods: .*unknown attack method .no-such-method.; allowed: inverting-gradients"):
+        parse_config({**ACTIVE, "grid": [{}, {"attack": {"methods": ["no-such-method"]}}]})
     with pytest.raises(ConfigError, match=r"grid\.0\.attack: inversion\.iterations: Input should be greater"):
         parse_config({**ACTIVE, "grid": [{"attack": {"inversion": {"iterations": 0}}}]})
     with pytest.raises(ConfigError, match=r"grid\.0\.attack\.clients \[9\] not in 0\.\.1"):
