@@ -44,12 +44,10 @@ def projected_tflop(flops: int, iterations: int, restarts: int, steps: int) -> f
     return flops * iterations * restarts * steps / 1e12
 
 
-def auto_compile(device: torch.device, tflop: float | None) -> tuple[bool, str]:
+def auto_compile(device: torch.device, tflop: float) -> tuple[bool, str]:
     """``compile="auto"``'s decision for an attack of ``tflop`` projected TFLOP on ``device``, and the
-    reason in words (``None``: not counted, which only a non-CPU device may skip)."""
+    reason in words."""
     if device.type != "cpu":
         return False, f"auto: eager on {device.type} (compiling there was not measured)"
-    if tflop is None:
-        raise ValueError("compile='auto' on the CPU needs the projected TFLOP")
     chosen = tflop >= AUTO_COMPILE_TFLOP
     return chosen, f"auto: {tflop:.3g} projected TFLOP {'>=' if chosen else '<'} {AUTO_COMPILE_TFLOP:g}"

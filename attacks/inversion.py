@@ -221,8 +221,6 @@ class _Attack:
         cfg = self.config
         if cfg.compile != "auto":
             return cfg.compile, f"compile={cfg.compile}"
-        if self.device.type != "cpu":
-            return auto_compile(self.device, None)
         steps = self.update.steps if self.unrolls else 1
         flops = evaluation_flops(self.net, self.image_shape, self.num_images)
         return auto_compile(self.device, projected_tflop(flops, cfg.iterations, cfg.restarts, steps))

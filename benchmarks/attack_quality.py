@@ -22,9 +22,10 @@ converged (``Reconstruction.stats["converged"]``), ``its`` the mean iterations r
 
 The FLOP limit: ``GFLOP`` is the arithmetic of one eager evaluation of the objective (forward pass,
 parameter gradient with ``create_graph``, backward pass to the images), counted by
-``attacks.flops.evaluation_flops`` (two FLOPs per multiply-add, convolutions and matrix products); ``limit`` is that count over the fp32 matrix-product rate measured right before the setting
-(best of five 1024 x 1024 products at the same thread count, printed per row as ``GF/s``), the time the
-iteration would take if it ran at that rate; ``x lim`` is our ms per iteration over the limit.
+``attacks.flops.evaluation_flops`` (two FLOPs per multiply-add, convolutions and matrix products);
+``limit`` is that count over the fp32 matrix-product rate measured right before the setting (best of
+five 1024 x 1024 products at the same thread count, printed per row as ``GF/s``), the time the iteration
+would take if it ran at that rate; ``x lim`` is our ms per iteration over the limit.
 
 Images, from ``<cifar>/test/<class>/*.jpg``: the sequence image 0 of class 0, 1, ..., 9, then image 1 of
 each class, and so on; batch k of size B is its entries kB .. kB + B - 1 (so B=1 batches are one

@@ -18,8 +18,9 @@ and ``u_i`` is at least ``u_hi``, its top 24 bits. A weight with ``u_hi * T(x) *
 >= 1`` (up to a margin for float32 rounding) is not re-drawn. That decides all but a few percent of the
 weights in a branch-free float32 loop that the compiler vectorises; it writes one flag byte per
 weight, and the candidates are found eight flags at a time (a word of flags that is zero, the usual
-case, costs one test). A candidate is decided from the top 32 bits of ``u_i`` against ``P_re`` at the edges of its bucket of ``a`` (a table) where
-they suffice, else from all 53 bits against ``erfc`` in float64.
+case, costs one test). A candidate is decided from the top 32 bits of ``u_i`` against ``P_re`` at the
+edges of its bucket of ``a`` (a table) where they suffice, else from all 53 bits against ``erfc`` in
+float64.
 """
 
 from __future__ import annotations
