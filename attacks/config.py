@@ -133,6 +133,13 @@ class AttackConfig(BaseModel):
         "'auto': compile on the CPU when the attack's projected arithmetic reaches attacks.flops."
         "AUTO_COMPILE_TFLOP, where the saving outweighs a cold compilation (see attacks.flops)",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="arithmetic of the model evaluations (forward pass, parameter gradient, backward pass to the "
+        "images): 'bf16' runs convolutions and matrix products in bfloat16 under torch.autocast (fp32 "
+        "accumulation; the matching loss, TV and optimiser stay fp32), faster where the hardware has bf16 "
+        "instructions (AVX512-BF16/AMX CPUs, recent GPUs) and emulated, slower, elsewhere",
+    )
     plateau_window: int | None = Field(
         200,
         ge=1,

@@ -270,6 +270,12 @@ class _Attack:
         """``bn_prior`` times the distance of the recorded feature statistics to the client's."""
         return self.config.bn_prior * feature_distance(recorded, self.bn_target)
 
+    def _precision(self) -> contextlib.AbstractContextManager:
+        """The arithmetic of the model evaluations: bfloat16 autocast for ``precision="bf16"``."""
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _autograd_objective(self) -> Evaluate:
         """One restart, gradient target: module autograd with ``create_graph`` w.r.t. the parameters only."""
         params = list(self.net.parameters())
@@ -277,10 +283,11 @@ class _Attack:
 
         def evaluate(x: torch.Tensor, tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             images = x[0]
-            with recorder.recording() if recorder else contextlib.nullcontext() as recorded:
-                logits = net(images)
-            loss = F.cross_entropy(logits, labels)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
+            with self._precision():
+                with recorder.recording() if recorder else contextlib.nullcontext() as recorded:
+                    logits = net(images)
+                loss = F.cross_entropy(logits, labels)
+                grads = torch.autograd.grad(loss, params, create_graph=True)
             match = matcher.parts(grads)
             total = match + tv[0] * total_variation(images)
             if recorder:
@@ -308,6 +315,10 @@ class _Attack:
             return loss, list(recorded)
 
         def signal(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with self._precision():
+                return precise_signal(images)
+
+        def precise_signal(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             prior = images.new_zeros(())
             if replay:
                 values = unrolled_update(net, params, images, labels, update, factors)
@@ -500,6 +511,7 @@ class _Attack:
             "compiled": self.compile,
             "compile_rule": self.compile_rule,
             "compile_seconds": compile_seconds,
+            "precision": cfg.precision,
             "seed": cfg.seed,
         }
         return Reconstruction(images=images.detach().cpu(), labels=self.labels.cpu(), stats=stats)

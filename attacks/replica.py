@@ -19,7 +19,8 @@ def replica(model: nn.Module, config: AttackConfig, device: torch.device) -> nn.
 
     Everything is put in eval mode (no dropout noise). With ``bn_mode="train"`` the BatchNorm layers use
     the statistics of the batch they see, like a client training in train mode, and keep no running
-    statistics (they would not change the gradient, and the attack must not mutate them).
+    statistics (they would not change the gradient, and the attack must not mutate them). With
+    ``precision="bf16"`` BatchNorm computes in float32 on the bfloat16 output of the layer before it.
     """
     copied = copy.deepcopy(model).to(device=device, dtype=torch.float32).eval()
     if config.bn_mode == "train":
@@ -30,9 +31,18 @@ def replica(model: nn.Module, config: AttackConfig, device: torch.device) -> nn.
                 module.running_mean = None
                 module.running_var = None
                 module.num_batches_tracked = None
+    for module in copied.modules():
+        if config.precision == "bf16" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(_in_float32)
     for param in copied.parameters():
         param.requires_grad_(True)
     return copied
+
+
+def _in_float32(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """BatchNorm's input back in float32 under bfloat16 autocast: its statistics and running buffers stay
+    float32 (and torch's batched BatchNorm rule rejects a bfloat16 input with float32 buffers)."""
+    return tuple(arg.float() for arg in args)
 
 
 def parameter_names(model: nn.Module) -> list[str]:

@@ -14,6 +14,11 @@ buffers in its payload), scored like ours. Ours and breaching alternate batch by
 the same machine load; the ``ratio`` column is our time per iteration over breaching's, the median over
 batches. Compilation is not in our ms/it (it is its own column, and cached on disk for later runs).
 
+``--precision bf16`` runs our attack with ``AttackConfig(precision="bf16")`` (convolutions and matrix
+products in bfloat16; breaching stays fp32), so the ratio then compares arithmetic of two precisions: read
+it together with the PSNR columns. ``--threads N`` sets the thread count of the whole process, ours and
+breaching's alike.
+
 ``--tv`` takes one weight or a comma-separated list of candidates: with a list the restarts (``--restarts``,
 default one per candidate) share the candidates out and the attack keeps the restart with the lowest
 matching loss, so the ``tv`` column then shows the weights chosen. ``--device cuda`` runs our attack on
@@ -35,6 +40,7 @@ airplane, one automobile, one bird, ...). Normalised with CIFAR-10's usual train
     python benchmarks/attack_quality.py --reference                    # the full table (about an hour)
     python benchmarks/attack_quality.py --iterations 200 --images 1 --settings convnet32:1 --reference
     python benchmarks/attack_quality.py --iterations 300 --images 2 --settings resnet20:4 --tv 1e-4,1e-2,0.2
+    python benchmarks/attack_quality.py --threads 1 --precision bf16 --settings convnet32:1,convnet64:1 --reference
 """
 
 from __future__ import annotations
@@ -157,7 +163,7 @@ def run_batch(name: str, model: torch.nn.Module, batch: int, index: int, args: a
     config = attacks.AttackConfig(iterations=args.iterations, tv=tv, restarts=restarts, bn_mode="eval",
                                   architecture=name, threads=args.threads, progress=args.progress,
                                   compile={"on": True, "off": False}.get(args.compile, "auto"),
-                                  device=args.device)
+                                  precision=args.precision, device=args.device)
     given = labels if args.labels == "known" else None
     lpips = args.lpips if args.lpips != "off" else False
     rec = attacks.reconstruct(model, target, num_images=batch, labels=given, mean=MEAN, std=STD, config=config)
@@ -218,21 +224,26 @@ def main() -> None:
     parser.add_argument("--labels", choices=("recovered", "known"), default="known")
     parser.add_argument("--first", type=int, default=0, help="index of the first batch")
     parser.add_argument("--lpips", default="auto", help="'auto', a path to alexnet-owt-7be5be79.pth, or 'off'")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for ours and breaching alike")
     parser.add_argument("--compile", choices=("on", "off", "auto"), default="on",
                         help="AttackConfig.compile for our attack (auto: the product's default rule)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="AttackConfig.precision for our attack (breaching always runs fp32)")
     parser.add_argument("--reference", action="store_true", help="also run breaching's attack (see docstring)")
     parser.add_argument("--reference-tv", type=float, default=None,
                         help="the reference's TV weight; default: breaching's better setting per model (REFERENCE_TV)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
+    if args.threads:  # the whole process: breaching and the matrix-product rate run at the same count as ours
+        torch.set_num_threads(args.threads)
     root = Path(args.cifar)
     header = (f"{'setting':<14} {'tv':>15} {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} {'labels':>6} {'ms/it':>7} "
               f"{'compile s':>9} {'conv':>5} {'its':>6} {'GFLOP':>6} {'GF/s':>5} {'limit':>6} {'x lim':>5}")
     if args.reference:
         header += f" {'br tv':>7} {'br PSNR':>8} {'br ms/it':>9} {'ratio':>6}"
     print(f"attack quality: {args.iterations} iterations, {args.images} batch(es) per setting, labels {args.labels}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, compile {args.compile}, device {args.device}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, compile {args.compile}, "
+          f"precision {args.precision}, device {args.device}")
     print(header)
     missing = set()
     for setting in args.settings.split(","):

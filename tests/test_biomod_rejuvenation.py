@@ -10,7 +10,7 @@ from torch import nn
 
 from fedsyn.biomod import BiomodConfig, attach, convert, rejuvenate
 from fedsyn.biomod.rejuvenation import redraw_everywhere
-from fedsyn.biomod.wr_kernel import pass_keys, redraw_cpu
+from fedsyn.biomod.wr_kernel import MIN_PART, part_starts, pass_keys, redraw_cpu
 
 SIDE = 1024  # a 1024 x 1024 layer: 2**20 weights
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -157,15 +157,17 @@ def _oracle_hash(index: np.ndarray, keys: np.ndarray, stream: int) -> np.ndarray
     return one_round(one_round(index.astype(np.uint64) ^ keys[2 * stream]) ^ keys[2 * stream + 1])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_cpu_kernel_decides_every_weight_exactly_as_u_below_p_re(dtype: torch.dtype) -> None:
-    """The kernel's shortcuts (the bound on P_re, the 24-bit first look at u, the bucket table) change no
-    decision: its re-draws are exactly {i : u_i < 1 - Phi(|w_i| / sigma)} with u_i from its hash streams,
-    and a re-drawn weight gets exactly v_i mapped onto the init range."""
-    size, sigma, bound, seed = 300_000, 0.01, 0.05, 1234
+@pytest.mark.parametrize(("dtype", "threads"), [(torch.float32, 1), (torch.float64, 1), (torch.float32, 3)])
+def test_the_cpu_kernel_decides_every_weight_exactly_as_u_below_p_re(dtype: torch.dtype, threads: int) -> None:
+    """The kernel's shortcuts (the bound on P_re, the 24-bit first look at u, the bucket table) and its
+    split into parts on several threads change no decision: its re-draws are exactly
+    {i : u_i < 1 - Phi(|w_i| / sigma)} with u_i from its hash streams, and a re-drawn weight gets
+    exactly v_i mapped onto the init range."""
+    size, sigma, bound, seed = 3 * MIN_PART + 4321, 0.01, 0.05, 1234
+    assert len(part_starts(size, threads)) == threads
     weights = torch.empty(size, dtype=dtype).uniform_(-0.14, 0.14, generator=torch.Generator().manual_seed(1))
     flat = weights.clone()
-    count = redraw_cpu(flat, sigma, bound, seed)
+    count = redraw_cpu(flat, sigma, bound, seed, threads=threads)
     index, keys = np.arange(size), pass_keys(seed)
     u = (_oracle_hash(index, keys, 0) + (_oracle_hash(index, keys, 1) >> np.uint64(11)) * 2.0**-21) * 2.0**-32
     a = weights.double().abs().numpy() / sigma
@@ -232,11 +234,14 @@ def test_the_accelerator_pass_redraws_with_one_minus_phi_from_the_init_range(dev
 
 def test_the_cpu_pass_leaves_torchs_thread_count_alone() -> None:
     """A client sets one torch thread; a WR pass between two of its steps must not change that (numba's
-    parallel layer once did, through the OpenMP runtime it shares with torch)."""
+    parallel layer once did, through the OpenMP runtime it shares with torch), not even when the pass
+    itself is told to run on two threads."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         redraw_cpu(torch.empty(40_000).uniform_(-0.1, 0.1), 0.01, 0.05, 3)
+        assert torch.get_num_threads() == 1
+        redraw_cpu(torch.empty(2 * MIN_PART).uniform_(-0.1, 0.1), 0.01, 0.05, 3, threads=2)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

@@ -171,6 +171,7 @@ def test_attack_one_client_on_a_small_budget(run: Capture, tmp_path: Path) -> No
     assert ok["cell_key"] == run.cell.key and ok["iterations"] == 2 and ok["labels"] == "known"
     assert ok["seed"] == run.cell.seed == 3
     assert ok["compiled"] is False and ok["compile_seconds"] == 0  # a 2-iteration attack stays eager under "auto"
+    assert ok["precision"] == "fp32"
     for metric in ("mse", "psnr", "ssim", "mse_pct", "label_acc"):
         assert math.isfinite(ok[metric]), metric
     assert ok["lpips"] is not None or ok["lpips_missing"]

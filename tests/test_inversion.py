@@ -424,3 +424,25 @@ def test_dlg_recovers_a_lenet_image_where_the_cosine_only_smooths(real_batch):
     assert stats["inverting-gradients"]["objective"] == "cosine"
     assert psnr["dlg"] > 22.0
     assert psnr["dlg"] > psnr["inverting-gradients"] + 5.0
+
+
+def test_bf16_precision_evaluates_the_model_in_bfloat16_and_still_inverts(real_batch):
+    """precision="bf16": the model's convolutions run in bfloat16 on both objective paths (the losses
+    move off the fp32 ones by more than float32 rounding, but only a little) and the attack still
+    inverts an untrained ConvNet's gradient."""
+    images, labels, mean, std = real_batch
+    model = build_model("convnet", 10, seed=0, width=16).eval()
+    target = _gradient(model, images[:1], labels[:1], mean, std)
+
+    def attack(precision: str, iterations: int, restarts: int) -> attacks.Reconstruction:
+        cfg = attacks.AttackConfig(iterations=iterations, restarts=restarts, tv=1e-4, precision=precision)
+        return attacks.reconstruct(model, target, num_images=1, labels=labels[:1], mean=mean, std=std, config=cfg)
+
+    for restarts in (1, 2):  # the module-autograd path, then the batched torch.func path
+        fp32, bf16 = (attack(precision, 3, restarts).stats for precision in ("fp32", "bf16"))
+        assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
+        first32, first16 = np.array(fp32["restart_losses"]), np.array(bf16["restart_losses"])
+        assert np.all(np.abs(first16 - first32) > 1e-5) and np.allclose(first16, first32, rtol=0.2)
+    rec = attack("bf16", 300, 1)
+    random = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert _psnr(rec.images, images[:1]) > _psnr(random, images[:1]) + 8

@@ -12,7 +12,9 @@ CPU is bound by work per weight and a GPU by host synchronisations.
 
 On the CPU, ``fedsyn.biomod.wr_kernel`` does the pass as one compiled loop (numba) that reads each
 weight once, decides almost every weight with a bound on ``P_re`` and a few random bits, and finishes
-the few candidates exactly; its draws are a keyed hash of each weight's index.
+the few candidates exactly; its draws are a keyed hash of each weight's index. A large weight is split
+into parts that run on torch's own OpenMP threads (``fedsyn.biomod.torch_threads``), as many as torch
+trains with.
 
 On a GPU every weight gets a float64 ``u`` and a fresh value and one ``where`` writes the result:
 a few elementwise kernels and no device-to-host transfer until the counts are read, once per pass

@@ -25,12 +25,15 @@ float64.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
 import torch
 from scipy import special
+
+from .torch_threads import run_on_torch_threads
 
 CHUNK = 1 << 14
 """Weights per chunk: a chunk's flags stay in L1 between the bound loop and the candidates' loop."""
@@ -72,8 +75,9 @@ def _unit(bits: np.uint32) -> float:
     return np.float64(np.int64(bits))
 
 
-def _pass(flat, inv_sigma, bound, keys, upper, lower):
-    """Re-draw ``flat`` in place, chunk by chunk; returns the re-drawn count."""
+def _pass(flat, first, inv_sigma, bound, keys, upper, lower):
+    """Re-draw ``flat`` in place, chunk by chunk; returns the re-drawn count. ``flat[0]`` is the weight's
+    entry ``first``: its draws are those of its index in the whole weight."""
     size = flat.size
     last = upper.size - 1
     scale = (upper.size - 1) / TABLE_END
@@ -94,7 +98,7 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower):
             t = np.float32(0.5) + x * t
             t = np.float32(1.0) + x * t
             t = np.float32(1.0) + x * t
-            top = _hash(start + j, keys, 0)
+            top = _hash(first + start + j, keys, 0)
             spread = max(np.float32(2.0), a * np.float32(_SQRT_2PI))
             flags[j] = np.float32(np.int32(top >> np.uint32(8))) * np.float32(2.0**-24) * t * spread < limit
         flags[stop - start:] = 0  # the last chunk's tail
@@ -106,25 +110,30 @@ def _pass(flat, inv_sigma, bound, keys, upper, lower):
                 bits ^= low
                 j = 8 * w + (math.frexp(np.float64(low))[1] - 1) // 8
                 i = start + j
-                top = _unit(_hash(i, keys, 0))  # hashed again: storing every weight's bits cost more
+                index = first + i  # the weight's index in the whole tensor: its draws
+                top = _unit(_hash(index, keys, 0))  # hashed again: storing every weight's bits cost more
                 a = abs(np.float64(flat[i])) * inv_sigma
                 k = min(int(a * scale), last)
                 if top * 2.0**-32 >= upper[k]:
                     continue
                 if (top + 1.0) * 2.0**-32 > lower[k]:
-                    u = (top + _unit(_hash(i, keys, 1) >> np.uint32(11)) * 2.0**-21) * 2.0**-32
+                    u = (top + _unit(_hash(index, keys, 1) >> np.uint32(11)) * 2.0**-21) * 2.0**-32
                     if u >= upper[k] or (u >= lower[k] and u >= 0.5 * math.erfc(a * _INV_SQRT2)):
                         continue
-                v = (_unit(_hash(i, keys, 2)) * 2.0**21 + _unit(_hash(i, keys, 3) >> np.uint32(11))) * 2.0**-53
+                v = (_unit(_hash(index, keys, 2)) * 2.0**21 + _unit(_hash(index, keys, 3) >> np.uint32(11))) * 2.0**-53
                 flat[i] = (2.0 * v - 1.0) * bound
                 count += 1
     return count
 
 
-_PASS = numba.njit(cache=True, fastmath={"contract"})(_pass)
-"""The pass compiled for one thread. Not numba's parallel loop: its OpenMP layer shares the process's
-OpenMP runtime with torch and left torch's thread count changed (1 -> 2 in a federated client, so the
-client's next training step summed in another order)."""
+_PASS = numba.njit(cache=True, nogil=True, fastmath={"contract"})(_pass)
+"""The pass compiled for one thread, releasing the GIL so that ``redraw_cpu`` can run parts of a weight
+on several of torch's threads at once. Not numba's parallel loop: its OpenMP layer shares the
+process's OpenMP runtime with torch and left torch's thread count changed (1 -> 2 in a federated
+client, so the client's next training step summed in another order)."""
+
+MIN_PART = 1 << 18
+"""Fewest weights a part gets: a parallel region costs 40 microseconds or more, a part this size ~0.2 ms."""
 
 
 def pass_keys(seed: int) -> np.ndarray:
@@ -132,8 +141,29 @@ def pass_keys(seed: int) -> np.ndarray:
     return np.random.Generator(np.random.Philox(seed)).integers(0, 2**32, 2 * STREAMS, dtype=np.uint32)
 
 
-def redraw_cpu(flat: torch.Tensor, sigma: float, bound: float, seed: int) -> int:
-    """One WR pass over ``flat`` (a contiguous CPU float32 or float64 weight) in place; the re-drawn count."""
+def part_starts(size: int, threads: int) -> list[int]:
+    """Where each thread's part of a ``size``-weight pass starts: at most ``threads`` parts of at least
+    ``MIN_PART`` weights, each starting on a chunk boundary."""
+    parts = max(1, min(threads, size // MIN_PART))
+    chunks = (size + CHUNK - 1) // CHUNK
+    return [CHUNK * (chunks * p // parts) for p in range(parts)]
+
+
+def redraw_cpu(flat: torch.Tensor, sigma: float, bound: float, seed: int, threads: int | None = None) -> int:
+    """One WR pass over ``flat`` (a contiguous CPU float32 or float64 weight) in place; the re-drawn count.
+
+    A large weight is split into parts that run on up to ``threads`` of torch's OpenMP threads
+    (default: torch's thread count, the share of the cores this process trains with). The draws depend
+    on each weight's index only, so any split gives the same result.
+    """
     if flat.numel() >= 2**32:
         raise ValueError(f"a weight of {flat.numel()} entries exceeds the WR kernel's 2**32 counter range")
-    return int(_PASS(flat.numpy(), 1.0 / sigma, bound, pass_keys(seed), UPPER, LOWER))
+    weights, keys = flat.numpy(), pass_keys(seed)
+    threads = torch.get_num_threads() if threads is None else threads
+    starts = part_starts(weights.size, threads)
+    stops = starts[1:] + [weights.size]
+    parts = [
+        functools.partial(_PASS, weights[start:stop], start, 1.0 / sigma, bound, keys, UPPER, LOWER)
+        for start, stop in zip(starts, stops)
+    ]
+    return int(sum(run_on_torch_threads(parts, threads)))

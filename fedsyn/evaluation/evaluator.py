@@ -207,6 +207,7 @@ def attack_with(
         converged=rec.stats.get("converged"),
         compiled=rec.stats.get("compiled"),
         compile_seconds=rec.stats.get("compile_seconds"),
+        precision=rec.stats.get("precision"),
         image_path=image,
         **bn_fields,
     )

@@ -39,7 +39,8 @@ class ResultRow:
     it is the mean of. ``image_psnr`` holds the PSNR of every true image's paired reconstruction, in the
     order of the true images (the columns of the row's PNG), for the report's image grids. ``compiled``
     and ``compile_seconds`` say whether an optimising method ran its objective through ``torch.compile``
-    and what the one-off compilation took (``attack_seconds`` includes it). None of
+    and what the one-off compilation took (``attack_seconds`` includes it), ``precision`` in which
+    arithmetic it evaluated the model (``fp32`` or ``bf16``). None of
     these is a column: the store keeps them, like any field beyond the contract, in ``extra_json``.
     """
 
@@ -82,6 +83,7 @@ class ResultRow:
     image_psnr: tuple[float, ...] | None = None
     compiled: bool | None = None
     compile_seconds: float | None = None
+    precision: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a JSON-ready mapping (the ``EXTRA_FIELDS`` only when set, tuples as lists)."""
@@ -93,7 +95,7 @@ class ResultRow:
         return row
 
 
-EXTRA_FIELDS: tuple[str, ...] = ("aggregate_of", "image_psnr", "compiled", "compile_seconds")
+EXTRA_FIELDS: tuple[str, ...] = ("aggregate_of", "image_psnr", "compiled", "compile_seconds", "precision")
 """Optional fields that are not columns (the store keeps them in ``extra_json``)."""
 
 RESULT_COLUMNS: dict[str, str] = {f.name: f.metadata["sql"] for f in fields(ResultRow) if "sql" in f.metadata}
