@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .bnstats import batchnorm_layers
 from .config import AttackConfig
 
 Params = dict[str, torch.Tensor]
@@ -23,17 +24,15 @@ def replica(model: nn.Module, config: AttackConfig, device: torch.device) -> nn.
     ``precision="bf16"`` BatchNorm computes in float32 on the bfloat16 output of the layer before it.
     """
     copied = copy.deepcopy(model).to(device=device, dtype=torch.float32).eval()
-    if config.bn_mode == "train":
-        for module in copied.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.train()
-                module.track_running_stats = False
-                module.running_mean = None
-                module.running_var = None
-                module.num_batches_tracked = None
-    for module in copied.modules():
-        if config.precision == "bf16" and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(_in_float32)
+    for layer in batchnorm_layers(copied):
+        if config.bn_mode == "train":
+            layer.train()
+            layer.track_running_stats = False
+            layer.running_mean = None
+            layer.running_var = None
+            layer.num_batches_tracked = None
+        if config.precision == "bf16":
+            layer.register_forward_pre_hook(_in_float32)
     for param in copied.parameters():
         param.requires_grad_(True)
     return copied
